@@ -1,0 +1,110 @@
+/* config.h: the effective configuration, loaded from tenement.lua.
+ *
+ * A ten_config_t is an immutable snapshot: loading builds a new one (a fresh
+ * lua_State evaluates the file, src/policy/schema.c checks every value and
+ * fills defaults), and users hold references. A reload swaps the pointer;
+ * the old snapshot lives until its last reference is dropped. The snapshot
+ * owns the lua_State its hooks live in. Loop thread only.
+ *
+ * Errors: ten_config_load returns UV_EINVAL and fills err with one line that
+ * names file:line and the offending key, e.g.
+ *   tenement.lua:12: service "api": unknown key 'comand' (did you mean 'command'?)
+ */
+#ifndef TEN_POLICY_CONFIG_H
+#define TEN_POLICY_CONFIG_H
+
+#include "util/buf.h"
+#include "util/common.h"
+
+#include <lua.h>
+
+typedef enum ten_restart_policy {
+  TEN_RESTART_ON_FAILURE, /* default: restart after a non-zero exit or a signal */
+  TEN_RESTART_ALWAYS,
+  TEN_RESTART_NEVER,
+} ten_restart_policy_t;
+
+typedef struct ten_env_var {
+  char *name;
+  char *value; /* a template: {id}, {data_dir}, ... expanded at spawn */
+} ten_env_var_t;
+
+typedef struct ten_service_conf {
+  char *name;
+  int line; /* where it is declared, for messages */
+
+  char *command;   /* template; run as /bin/sh -c "exec <command>" */
+  char *directory; /* template or NULL (then data_dir) */
+  char *socket;    /* template of the unix socket path, or NULL in port mode */
+  bool port_auto;  /* port = "auto": a free TCP port on 127.0.0.1, env PORT */
+  char *health;    /* HTTP path that must answer 2xx, or NULL */
+  ten_env_var_t *env;
+  size_t env_count;
+
+  ten_restart_policy_t restart;
+  double start_timeout;   /* seconds to become ready before the start fails */
+  double stop_timeout;    /* seconds between SIGTERM and SIGKILL */
+  double backoff_initial; /* seconds before the first restart after a crash */
+  double backoff_max;     /* cap of the exponential backoff */
+  int max_restarts;       /* consecutive crashes before `failed` */
+  double stable_after;    /* seconds up after which the crash count resets */
+} ten_service_conf_t;
+
+typedef struct ten_settings {
+  char *domain;            /* lower-case, no trailing dot */
+  char *listen;            /* address to bind, e.g. "0.0.0.0" */
+  int port;                /* 0 = pick a free one */
+  char *data_dir;          /* absolute */
+  double drain_timeout;    /* seconds in-flight requests get at shutdown */
+  int upstream_keepalive;  /* idle upstream connections kept per instance */
+  double upstream_timeout; /* seconds to wait for an upstream's response head */
+} ten_settings_t;
+
+typedef struct ten_instance_decl {
+  char *service;
+  char *id;
+} ten_instance_decl_t;
+
+typedef struct ten_config {
+  int _refs;
+  char *path; /* the tenement.lua it came from, or NULL for defaults */
+  ten_settings_t settings;
+  ten_service_conf_t *services;
+  size_t service_count;
+  ten_instance_decl_t *instances; /* started by `ten serve` */
+  size_t instance_count;
+  lua_State *L; /* owns the hooks; NULL when there are none */
+} ten_config_t;
+
+/* Command-line values that override the file (NULL / -1 = not given). */
+typedef struct ten_config_overrides {
+  const char *domain;
+  const char *listen;
+  int port;
+  const char *data_dir;
+} ten_config_overrides_t;
+
+#define TEN_CONFIG_OVERRIDES_NONE                                                                  \
+  { NULL, NULL, -1, NULL }
+
+/* path may be NULL: defaults only. Returns 0 and a config with one reference,
+ * or UV_EINVAL / UV_ENOENT with err filled. */
+int ten_config_load(const char *path, const ten_config_overrides_t *ovr, ten_config_t **out,
+                    ten_err_t *err);
+ten_config_t *ten_config_ref(ten_config_t *c);
+void ten_config_unref(ten_config_t *c);
+
+const ten_service_conf_t *ten_config_service(const ten_config_t *c, const char *name,
+                                             size_t name_len);
+
+/* The effective config as JSON (what `ten config` prints). */
+void ten_config_to_json(const ten_config_t *c, ten_buf_t *out);
+
+/* The data dir used when neither flag, file nor TENEMENT_DATA_DIR says:
+ * /var/lib/tenement for root, else $XDG_STATE_HOME/tenement or
+ * ~/.local/state/tenement. Caller frees. */
+char *ten_config_default_data_dir(void);
+
+const char *ten_restart_policy_name(ten_restart_policy_t p);
+
+#endif
