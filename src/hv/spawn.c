@@ -1,0 +1,186 @@
+#include "hv/spawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* What the child reports through the CLOEXEC pipe when it cannot exec. */
+typedef struct child_failure {
+  int step; /* index into step_names */
+  int error;
+} child_failure_t;
+
+static const char *const step_names[] = {"setpgid", "prctl", "chdir", "dup2", "exec"};
+enum { STEP_SETPGID, STEP_PRCTL, STEP_CHDIR, STEP_DUP2, STEP_EXEC };
+
+static void child_fail(int pipe_fd, int step) {
+  child_failure_t f = {step, errno};
+  ssize_t w = write(pipe_fd, &f, sizeof f);
+  (void)w;
+  _exit(127);
+}
+
+/* Runs in the child: async-signal-safe calls only. */
+static void child_exec(const ten_spawn_opts_t *o, char *const argv[], int report_fd, pid_t parent,
+                       int null_fd) {
+  if (setpgid(0, 0) < 0) child_fail(report_fd, STEP_SETPGID);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(report_fd, STEP_PRCTL);
+  /* The parent may have died before prctl took effect. */
+  if (getppid() != parent) _exit(127);
+
+  struct sigaction dfl;
+  memset(&dfl, 0, sizeof dfl);
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+
+  if (o->directory && chdir(o->directory) < 0) child_fail(report_fd, STEP_CHDIR);
+
+  int out = o->stdout_fd >= 0 ? o->stdout_fd : null_fd;
+  int err = o->stderr_fd >= 0 ? o->stderr_fd : null_fd;
+  /* dup2 onto 0-2 clears FD_CLOEXEC; the sources keep theirs. */
+  if (dup2(null_fd, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    child_fail(report_fd, STEP_DUP2);
+  /* Everything else we hold is CLOEXEC except what libraries may have opened;
+   * close all but the report pipe, which closes itself on exec. */
+  if (report_fd > 3) close_range(3, (unsigned)report_fd - 1, 0);
+  close_range((unsigned)report_fd + 1, ~0u, 0);
+
+  execve("/bin/sh", argv, o->envp);
+  child_fail(report_fd, STEP_EXEC);
+}
+
+/* A simple command is exec'd by the shell, so the app itself is the process
+ * we watch and signal (and PR_SET_PDEATHSIG applies to it). Compound
+ * commands run as written: they should end with `exec app` themselves. */
+static bool is_simple_command(const char *cmd) {
+  if (strncmp(cmd, "exec ", 5) == 0) return false;
+  if (strpbrk(cmd, ";&|\n()`<>")) return false;
+  /* NAME=value prefixes cannot follow `exec`. */
+  const char *eq = strchr(cmd, '='), *sp = strpbrk(cmd, " \t");
+  if (eq && (!sp || eq < sp)) return false;
+  return true;
+}
+
+int ten_spawn(const ten_spawn_opts_t *o, ten_spawned_t *out, ten_err_t *err) {
+  char *exec_cmd = is_simple_command(o->command) ? ten_xasprintf("exec %s", o->command)
+                                                 : ten_xstrdup(o->command);
+  char *argv[] = {"sh", "-c", exec_cmd, NULL};
+  int report[2] = {-1, -1};
+  int null_fd = -1;
+  int rc = 0;
+
+  null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (null_fd < 0) {
+    rc = ten_errf(err, -errno, "open /dev/null: %s", strerror(errno));
+    goto done;
+  }
+  if (pipe2(report, O_CLOEXEC) < 0) {
+    rc = ten_errf(err, -errno, "pipe: %s", strerror(errno));
+    goto done;
+  }
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    rc = ten_errf(err, -errno, "fork: %s", strerror(errno));
+    goto done;
+  }
+  if (pid == 0) child_exec(o, argv, report[1], parent, null_fd);
+
+  close(report[1]);
+  report[1] = -1;
+  /* Open the pidfd before anything can reap the child, so it names this
+   * process and no other. */
+  int pidfd = pidfd_open(pid, 0);
+  int pidfd_errno = errno;
+
+  child_failure_t failure;
+  ssize_t n;
+  do n = read(report[0], &failure, sizeof failure);
+  while (n < 0 && errno == EINTR);
+  if (n == (ssize_t)sizeof failure) {
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (pidfd >= 0) close(pidfd);
+    const char *what =
+        failure.step < (int)TEN_ARRAY_SIZE(step_names) ? step_names[failure.step] : "?";
+    if (failure.step == STEP_CHDIR)
+      rc = ten_errf(err, -failure.error, "cannot enter directory %s: %s", o->directory,
+                    strerror(failure.error));
+    else
+      rc = ten_errf(err, -failure.error, "%s failed in the child: %s", what,
+                    strerror(failure.error));
+    goto done;
+  }
+  if (pidfd < 0) {
+    kill(pid, SIGKILL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    rc = ten_errf(err, -pidfd_errno, "pidfd_open: %s", strerror(pidfd_errno));
+    goto done;
+  }
+  out->pid = pid;
+  out->pidfd = pidfd;
+
+done:
+  if (report[0] >= 0) close(report[0]);
+  if (report[1] >= 0) close(report[1]);
+  if (null_fd >= 0) close(null_fd);
+  free(exec_cmd);
+  return rc;
+}
+
+/* Variables that describe how `ten` itself was started must not leak into
+ * the instances (an app would think fd 3 is its listening socket). */
+static bool inherited_ok(const char *entry) {
+  static const char *const drop[] = {
+      "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET=", "SOCKET=", "PORT="};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(drop); i++)
+    if (strncmp(entry, drop[i], strlen(drop[i])) == 0) return false;
+  return true;
+}
+
+char **ten_spawn_env_build(char *const *extra, size_t extra_count) {
+  size_t inherited = 0;
+  for (char **e = environ; e && *e; e++) inherited++;
+  char **envp = ten_xcalloc(inherited + extra_count + 1, sizeof *envp);
+  size_t n = 0;
+  for (size_t i = 0; i < extra_count; i++) {
+    /* Later extras win: skip one overridden by a later extra. */
+    size_t name_len = strcspn(extra[i], "=");
+    bool overridden = false;
+    for (size_t j = i + 1; j < extra_count; j++)
+      if (strncmp(extra[j], extra[i], name_len + 1) == 0) overridden = true;
+    if (!overridden) envp[n++] = ten_xstrdup(extra[i]);
+  }
+  size_t extras = n;
+  for (char **e = environ; e && *e; e++) {
+    if (!inherited_ok(*e)) continue;
+    size_t name_len = strcspn(*e, "=");
+    bool overridden = false;
+    for (size_t j = 0; j < extras; j++)
+      if (strncmp(envp[j], *e, name_len + 1) == 0) overridden = true;
+    if (!overridden) envp[n++] = ten_xstrdup(*e);
+  }
+  envp[n] = NULL;
+  return envp;
+}
+
+void ten_spawn_env_free(char **envp) {
+  if (!envp) return;
+  for (char **e = envp; *e; e++) free(*e);
+  free(envp);
+}
