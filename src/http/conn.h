@@ -1,0 +1,168 @@
+/* conn.h: internals shared by server.c (client side) and proxy.c (upstream
+ * side). Not for other subsystems: they use server.h.
+ *
+ * A client connection runs one exchange at a time. Parsing pauses when a
+ * request head is complete (so the proxy can get an upstream ready before
+ * body bytes flow) and when the request is complete (so pipelined requests
+ * wait their turn). Bytes are forwarded from the iobuf they were read into.
+ */
+#ifndef TEN_HTTP_CONN_H
+#define TEN_HTTP_CONN_H
+
+#include "http/iobuf.h"
+#include "http/router.h"
+#include "http/server.h"
+
+#include <llhttp.h>
+
+/* Stop reading from a peer while this much is queued for the other side;
+ * resume under the low mark. Bounds what one exchange can buffer. */
+#define TEN_HTTP_HIGH_WATER (256 * 1024)
+#define TEN_HTTP_LOW_WATER  (64 * 1024)
+
+#define TEN_HTTP_MAX_HEADERS    100
+#define TEN_HTTP_MAX_HEAD       (32 * 1024)
+#define TEN_HTTP_LOCAL_BODY_MAX (1024 * 1024)
+#define TEN_HTTP_DISCARD_MAX    (1024 * 1024)
+
+/* A header is two spans in the head arena. */
+typedef struct ten__header {
+  uint32_t name_off, name_len;
+  uint32_t value_off, value_len;
+} ten__header_t;
+
+/* A parsed message head (request or response), copied into `arena` as it
+ * streams in, bounded by TEN_HTTP_MAX_HEAD. */
+typedef struct ten__head {
+  ten_buf_t arena;
+  uint32_t target_off, target_len; /* request URL or response reason */
+  ten__header_t headers[TEN_HTTP_MAX_HEADERS];
+  unsigned count;
+  int last; /* 0 none, 1 field, 2 value: a field after a value starts a header */
+  bool too_large;
+  bool too_many;
+} ten__head_t;
+
+void ten__head_reset(ten__head_t *h);
+int ten__head_append(ten__head_t *h, int kind, const char *at, size_t len);
+const char *ten__head_get(const ten__head_t *h, const char *name, size_t *len);
+static inline const char *ten__head_str(const ten__head_t *h, uint32_t off) {
+  return h->arena.data + off;
+}
+
+/* Hop-by-hop headers (RFC 9110 7.6.1) plus the ones the Connection header
+ * names: never forwarded. */
+bool ten__is_hop_by_hop(const ten__head_t *h, const char *name, size_t len);
+
+typedef enum ten__mode {
+  TEN_MODE_HEAD,    /* reading a request head */
+  TEN_MODE_LOCAL,   /* a local handler; the body is collected for it */
+  TEN_MODE_PROXY,   /* forwarding to an upstream */
+  TEN_MODE_DISCARD, /* answered already; the rest of the request body is skipped */
+} ten__mode_t;
+
+typedef enum ten__pause {
+  TEN_PAUSE_NONE,
+  TEN_PAUSE_HEAD,
+  TEN_PAUSE_DONE,
+} ten__pause_t;
+
+typedef struct ten__upstream ten__upstream_t;
+
+struct ten__conn {
+  uv_tcp_t tcp; /* first: the handle's data is the conn */
+  uv_timer_t timer;
+  ten_http_server_t *server;
+  struct ten__conn *next, *prev; /* the server's list */
+  int open_handles;
+
+  llhttp_t parser;
+  ten_iobuf_t *rbuf; /* bytes read but not parsed yet (only while paused) */
+  size_t rpos, rlen;
+  ten__pause_t pause;
+  bool resume_pending; /* a head was parsed: run the parser once more */
+
+  ten__mode_t mode;
+  ten__head_t head;
+  ten_route_t route;
+  size_t discarded;
+  size_t local_body_off; /* local mode: body starts here in the arena */
+  const ten_service_conf_t *svc;
+  ten_instance_t *inst;
+  ten__upstream_t *up;
+
+  bool req_done;  /* the whole request has been parsed */
+  bool resp_done; /* the whole response has been queued */
+  bool keep_alive;
+  bool resp_started; /* a response head went to the client */
+  bool blocked;      /* parsing waits (for an upstream, or for the response) */
+  bool processing;   /* inside conn_process: do not re-enter it */
+  bool reading;
+  bool closing;
+  bool client_eof;
+  bool in_flight; /* counted in requests_in_flight */
+
+  size_t write_pending; /* bytes queued to the client */
+  unsigned writes;      /* write requests in flight */
+  char client_ip[48];
+};
+typedef struct ten__conn ten__conn_t;
+
+struct ten_http_server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  bool listening;
+  ten_hv_t *hv;
+  ten_config_t *config;
+  ten_http_stats_t stats;
+  ten__conn_t *conns;
+  struct handler {
+    char *method;
+    char *path;
+    bool prefix;
+    ten_http_handler_fn fn;
+    void *ctx;
+  } * handlers;
+  size_t handler_count;
+  bool shutting_down;
+  uv_timer_t drain_timer;
+  void (*shutdown_cb)(ten_http_server_t *s, void *ctx);
+  void *shutdown_ctx;
+  int open_handles; /* listener + drain timer */
+};
+
+/* server.c, for proxy.c */
+void ten__conn_write(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len);
+/* The proxy finished its side of the exchange (response fully queued). */
+void ten__conn_response_done(ten__conn_t *c);
+/* Parsing may continue (the upstream is ready for the body). */
+void ten__conn_unblock(ten__conn_t *c);
+/* The exchange failed after the response started: close without completing it. */
+void ten__conn_abort(ten__conn_t *c);
+/* A JSON error response from the proxy (before any response byte was sent). */
+void ten__conn_error(ten__conn_t *c, int status, const char *message, const char *detail_json,
+                     const char *extra_headers);
+/* Re-evaluate whether to read from the client (after backpressure eases). */
+void ten__conn_update_reading(ten__conn_t *c);
+
+/* proxy.c, for server.c */
+void ten__proxy_start(ten__conn_t *c);
+/* Raw request body bytes, forwarded as they were framed. */
+void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len);
+void ten__proxy_request_done(ten__conn_t *c);
+/* The client went away or the exchange is being torn down. */
+void ten__proxy_detach(ten__conn_t *c);
+/* The client drained below the low mark: reading the upstream may resume. */
+void ten__proxy_client_drained(ten__conn_t *c);
+/* The upstream queue is above the high mark: true while the client must wait. */
+bool ten__proxy_backpressure(const ten__conn_t *c);
+void ten__proxy_init(ten_http_server_t *s);
+void ten__proxy_shutdown(ten_http_server_t *s);
+
+/* iobuf writes: one allocation-free path for every write to a stream. */
+typedef void (*ten__write_cb)(void *owner, int status, size_t len);
+int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t len,
+               ten__write_cb cb, void *owner);
+void ten__write_trim(void);
+
+#endif

@@ -1,0 +1,156 @@
+/* head.c: message-head storage, hop-by-hop rules and the shared write path. */
+#include "http/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void ten__head_reset(ten__head_t *h) {
+  ten_buf_reset(&h->arena);
+  /* A head that once needed a lot of memory should not pin it while the
+   * connection idles: 1000 idle keep-alive connections must stay cheap. */
+  if (h->arena.cap > 8192) ten_buf_free(&h->arena);
+  h->target_off = h->target_len = 0;
+  h->count = 0;
+  h->last = 0;
+  h->too_large = h->too_many = false;
+}
+
+int ten__head_append(ten__head_t *h, int kind, const char *at, size_t len) {
+  if (h->arena.len + len > TEN_HTTP_MAX_HEAD) {
+    h->too_large = true;
+    return -1;
+  }
+  uint32_t off = (uint32_t)h->arena.len;
+  ten_buf_append(&h->arena, at, len);
+  if (kind == 0) {
+    if (h->target_len == 0) h->target_off = off;
+    h->target_len += (uint32_t)len;
+  } else if (kind == 1) {
+    if (h->last != 1) {
+      if (h->count == TEN_HTTP_MAX_HEADERS) {
+        h->too_many = true;
+        return -1;
+      }
+      ten__header_t *hd = &h->headers[h->count++];
+      hd->name_off = off;
+      hd->name_len = 0;
+      hd->value_off = off;
+      hd->value_len = 0;
+    }
+    h->headers[h->count - 1].name_len += (uint32_t)len;
+  } else {
+    ten__header_t *hd = &h->headers[h->count - 1];
+    if (h->last != 2) hd->value_off = off;
+    hd->value_len += (uint32_t)len;
+  }
+  h->last = kind;
+  return 0;
+}
+
+const char *ten__head_get(const ten__head_t *h, const char *name, size_t *len) {
+  size_t n = strlen(name);
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    if (hd->name_len == n && strncasecmp(h->arena.data + hd->name_off, name, n) == 0) {
+      if (len) *len = hd->value_len;
+      return h->arena.data + hd->value_off;
+    }
+  }
+  return NULL;
+}
+
+/* Does the comma-separated list `list` contain token `tok` (case-insensitive)? */
+static bool list_has(const char *list, size_t list_len, const char *tok, size_t tok_len) {
+  size_t i = 0;
+  while (i < list_len) {
+    while (i < list_len && (list[i] == ' ' || list[i] == '\t' || list[i] == ',')) i++;
+    size_t start = i;
+    while (i < list_len && list[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t')) end--;
+    if (end - start == tok_len && strncasecmp(list + start, tok, tok_len) == 0) return true;
+  }
+  return false;
+}
+
+bool ten__is_hop_by_hop(const ten__head_t *h, const char *name, size_t len) {
+  /* Not Transfer-Encoding: bodies are forwarded with their framing intact.
+   * Not Trailer: the trailers it announces are forwarded too. */
+  static const char *const fixed[] = {
+      "connection", "keep-alive",         "proxy-connection",   "te",
+      "upgrade",    "proxy-authenticate", "proxy-authorization"};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(fixed); i++)
+    if (ten_strieq(name, len, fixed[i])) return true;
+  /* Connection: close, X-Foo  -> X-Foo is hop-by-hop too. */
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    if (ten_strieq(h->arena.data + hd->name_off, hd->name_len, "connection") &&
+        list_has(h->arena.data + hd->value_off, hd->value_len, name, len))
+      return true;
+  }
+  return false;
+}
+
+/* ------------------------------------------------------------ writes */
+
+typedef struct wreq {
+  uv_write_t req;
+  ten_iobuf_t *buf;
+  ten__write_cb cb;
+  void *owner;
+  size_t len;
+  struct wreq *next_free;
+} wreq_t;
+
+static _Thread_local wreq_t *free_wreqs;
+static _Thread_local size_t free_wreq_count;
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *w = ten_container_of(req, wreq_t, req);
+  ten__write_cb cb = w->cb;
+  void *owner = w->owner;
+  size_t len = w->len;
+  ten_iobuf_unref(w->buf);
+  if (free_wreq_count < 1024) {
+    w->next_free = free_wreqs;
+    free_wreqs = w;
+    free_wreq_count++;
+  } else {
+    free(w);
+  }
+  cb(owner, status, len);
+}
+
+int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t len,
+               ten__write_cb cb, void *owner) {
+  wreq_t *w = free_wreqs;
+  if (w) {
+    free_wreqs = w->next_free;
+    free_wreq_count--;
+  } else {
+    w = ten_xmalloc(sizeof *w);
+  }
+  w->buf = ten_iobuf_ref(buf);
+  w->cb = cb;
+  w->owner = owner;
+  w->len = len;
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  int rc = uv_write(&w->req, stream, &b, 1, on_write);
+  if (rc < 0) {
+    ten_iobuf_unref(w->buf);
+    w->next_free = free_wreqs;
+    free_wreqs = w;
+    free_wreq_count++;
+  }
+  return rc;
+}
+
+void ten__write_trim(void) {
+  while (free_wreqs) {
+    wreq_t *w = free_wreqs;
+    free_wreqs = w->next_free;
+    free(w);
+  }
+  free_wreq_count = 0;
+}

@@ -1,0 +1,792 @@
+/* proxy.c: forwarding an exchange to an instance, and the per-instance pool
+ * of idle upstream connections.
+ *
+ * The request head is rebuilt (hop-by-hop headers dropped, X-Forwarded-*
+ * set); bodies in both directions are forwarded as the bytes that framed
+ * them, from the iobuf they were read into. Each side stops reading while
+ * the other has more than TEN_HTTP_HIGH_WATER queued. An upstream goes back
+ * to its instance's pool only after a complete, keep-alive exchange.
+ */
+#include "http/conn.h"
+#include "util/json.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONNECT_TIMEOUT_MS   5000
+#define POOL_IDLE_TIMEOUT_MS 60000
+
+typedef struct ten__pool pool_t;
+
+struct ten__pool {
+  ten_http_server_t *server;
+  ten_instance_t *inst;  /* NULL once the instance is gone */
+  ten__upstream_t *idle; /* most recently used first */
+  unsigned idle_count;
+  unsigned upstreams;  /* upstreams that point here */
+  pool_t *next, *prev; /* the proxy's list */
+};
+
+struct ten__upstream {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } h;
+  uv_timer_t timer;
+  uv_connect_t connect_req;
+  int open_handles;
+  pool_t *pool;
+  ten__conn_t *client;
+  ten__upstream_t *next_idle, *prev_idle;
+
+  llhttp_t parser;
+  ten__head_t head; /* the response head being parsed */
+  ten__pause_t pause;
+  bool resume_pending;
+  ten_iobuf_t *rbuf;
+  size_t rpos, rlen;
+
+  ten_iobuf_t *request_head; /* kept until the response starts, for a retry */
+  size_t request_head_len;
+
+  size_t write_pending;
+  bool connected;
+  bool reused; /* came from the pool: may have been closed under us */
+  bool reading;
+  bool closing;
+  bool in_pool;
+  bool head_sent; /* the final response head went to the client */
+  bool resp_done;
+  bool req_sent;  /* every request byte was queued */
+  bool body_sent; /* some request body bytes were queued */
+  bool got_bytes; /* the upstream sent something for this exchange */
+  bool dechunk;   /* HTTP/1.0 client: forward the de-chunked body */
+  bool retried;
+};
+
+static llhttp_settings_t response_settings;
+
+/* Pools live in a list owned by the server; the head is kept here per
+ * thread (each loop thread will own its server). */
+static _Thread_local pool_t *all_pools;
+
+static void up_close(ten__upstream_t *up);
+static void up_process(ten__upstream_t *up);
+static void up_update_reading(ten__upstream_t *up);
+static void exchange_end(ten__upstream_t *up, bool reusable);
+static int up_connect(ten__upstream_t *up);
+
+/* ------------------------------------------------------------ pools */
+
+static void pool_maybe_free(pool_t *p) {
+  if (p->inst || p->upstreams > 0) return;
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    all_pools = p->next;
+  if (p->next) p->next->prev = p->prev;
+  free(p);
+}
+
+static pool_t *pool_of(ten_http_server_t *s, ten_instance_t *inst) {
+  pool_t *p = inst->upstream_pool;
+  if (p) return p;
+  p = ten_xcalloc(1, sizeof *p);
+  p->server = s;
+  p->inst = inst;
+  p->next = all_pools;
+  if (all_pools) all_pools->prev = p;
+  all_pools = p;
+  inst->upstream_pool = p;
+  return p;
+}
+
+static void pool_remove_idle(ten__upstream_t *up) {
+  pool_t *p = up->pool;
+  if (!up->in_pool) return;
+  if (up->prev_idle)
+    up->prev_idle->next_idle = up->next_idle;
+  else
+    p->idle = up->next_idle;
+  if (up->next_idle) up->next_idle->prev_idle = up->prev_idle;
+  up->next_idle = up->prev_idle = NULL;
+  up->in_pool = false;
+  p->idle_count--;
+}
+
+static void pool_close_idle(pool_t *p) {
+  while (p->idle) {
+    ten__upstream_t *up = p->idle;
+    pool_remove_idle(up);
+    up_close(up);
+  }
+}
+
+/* The instance left `ready` (its process is going) or is being freed. */
+static void on_instance_change(void *ctx, ten_instance_t *inst, ten_instance_state_t from,
+                               ten_instance_state_t to) {
+  pool_t *p = inst->upstream_pool;
+  if (!p) return;
+  if (to != TEN_INST_READY) pool_close_idle(p);
+  if (to == TEN_INST_STATE_COUNT) {
+    inst->upstream_pool = NULL;
+    p->inst = NULL;
+    pool_maybe_free(p);
+  }
+}
+
+static void init_response_settings(void);
+
+void ten__proxy_init(ten_http_server_t *s) {
+  init_response_settings();
+  ten_hv_observe(s->hv, on_instance_change, s);
+}
+
+void ten__proxy_shutdown(ten_http_server_t *s) {
+  for (pool_t *p = all_pools; p; p = p->next)
+    if (p->server == s) pool_close_idle(p);
+}
+
+/* ------------------------------------------------------------ upstream lifetime */
+
+static void on_up_closed(uv_handle_t *h) {
+  ten__upstream_t *up = h->data;
+  if (--up->open_handles > 0) return;
+  pool_t *p = up->pool;
+  ten_iobuf_unref(up->rbuf);
+  ten_iobuf_unref(up->request_head);
+  ten_buf_free(&up->head.arena);
+  free(up);
+  p->upstreams--;
+  pool_maybe_free(p);
+}
+
+static void up_close(ten__upstream_t *up) {
+  if (up->closing) return;
+  up->closing = true;
+  pool_remove_idle(up);
+  up->client = NULL;
+  uv_close(&up->h.handle, on_up_closed);
+  uv_close((uv_handle_t *)&up->timer, on_up_closed);
+}
+
+static void on_up_timeout(uv_timer_t *t);
+
+static ten__upstream_t *up_new(pool_t *p) {
+  ten_http_server_t *s = p->server;
+  ten__upstream_t *up = ten_xcalloc(1, sizeof *up);
+  up->pool = p;
+  p->upstreams++;
+  int rc = p->inst->socket_path ? uv_pipe_init(s->loop, &up->h.pipe, 0)
+                                : uv_tcp_init(s->loop, &up->h.tcp);
+  if (rc < 0) {
+    free(up);
+    p->upstreams--;
+    return NULL;
+  }
+  uv_timer_init(s->loop, &up->timer);
+  up->h.handle.data = up->timer.data = up;
+  up->open_handles = 2;
+  llhttp_init(&up->parser, HTTP_RESPONSE, &response_settings);
+  up->parser.data = up;
+  return up;
+}
+
+/* ------------------------------------------------------------ errors */
+
+static void instance_detail(ten_buf_t *out, const ten_instance_t *inst) {
+  ten_buf_puts(out, "\"instance\":");
+  ten_json_quote(out, inst->key, strlen(inst->key));
+}
+
+/* Fails the exchange: an error response if nothing was sent yet, else the
+ * client connection is cut so it cannot mistake a partial response. */
+static void fail_exchange(ten__upstream_t *up, int status, const char *message, int uv_err) {
+  ten__conn_t *c = up->client;
+  up_close(up);
+  if (!c) return;
+  c->up = NULL;
+  ten_instance_t *inst = c->inst;
+  if (c->resp_started) {
+    if (inst) ten_instance_release(inst);
+    c->inst = NULL;
+    ten__conn_abort(c);
+    return;
+  }
+  ten_buf_t detail = TEN_BUF_INIT;
+  if (inst) {
+    instance_detail(&detail, inst);
+    if (uv_err) ten_buf_printf(&detail, ",\"detail\":\"%s\"", uv_strerror(uv_err));
+    ten_log(TEN_LOG_WARN, "proxy: %s: %s%s%s", inst->key, message, uv_err ? ": " : "",
+            uv_err ? uv_strerror(uv_err) : "");
+    ten_instance_release(inst);
+    c->inst = NULL;
+  }
+  c->mode = TEN_MODE_DISCARD;
+  c->keep_alive = false;
+  ten__conn_error(c, status, message, detail.data, NULL);
+  ten_buf_free(&detail);
+}
+
+/* The upstream went away before answering. A reused keep-alive connection
+ * may have been closed by the app just as we sent: retry once on a fresh
+ * connection when no body went out (so the request can be sent again). */
+static void upstream_lost(ten__upstream_t *up, int uv_err) {
+  ten__conn_t *c = up->client;
+  if (c && up->reused && !up->got_bytes && !up->body_sent && !up->retried && up->request_head &&
+      !up->closing) {
+    pool_t *p = up->pool;
+    ten__upstream_t *fresh = p->inst ? up_new(p) : NULL;
+    if (fresh) {
+      fresh->retried = true;
+      fresh->client = c;
+      fresh->req_sent = up->req_sent;
+      fresh->request_head = up->request_head;
+      fresh->request_head_len = up->request_head_len;
+      up->request_head = NULL;
+      c->up = fresh;
+      up_close(up);
+      if (up_connect(fresh) == 0) return;
+      fail_exchange(fresh, 502, "cannot connect to the instance", UV_ECONNREFUSED);
+      return;
+    }
+  }
+  if (up->got_bytes)
+    fail_exchange(up, 502, "the instance closed the connection mid-response", uv_err);
+  else
+    fail_exchange(up, 502, "the instance closed the connection without answering", uv_err);
+}
+
+static void on_up_timeout(uv_timer_t *t) {
+  ten__upstream_t *up = t->data;
+  if (up->in_pool) {
+    up_close(up); /* idle too long */
+    return;
+  }
+  if (!up->connected)
+    fail_exchange(up, 502, "timed out connecting to the instance", UV_ETIMEDOUT);
+  else
+    fail_exchange(up, 504, "the instance did not answer in time", 0);
+}
+
+static void arm_response_timeout(ten__upstream_t *up) {
+  ten_http_server_t *s = up->pool->server;
+  uint64_t ms = (uint64_t)(s->config->settings.upstream_timeout * 1000.0);
+  uv_timer_start(&up->timer, on_up_timeout, ms ? ms : 1, 0);
+}
+
+/* ------------------------------------------------------------ writing upstream */
+
+static void on_up_write(void *owner, int status, size_t len) {
+  ten__upstream_t *up = owner;
+  bool was_high = up->write_pending >= TEN_HTTP_LOW_WATER;
+  up->write_pending -= len;
+  if (up->closing) return;
+  if (status < 0) {
+    upstream_lost(up, status);
+    return;
+  }
+  if (was_high && up->write_pending < TEN_HTTP_LOW_WATER && up->client)
+    ten__conn_update_reading(up->client);
+}
+
+static void up_write(ten__upstream_t *up, ten_iobuf_t *buf, const char *data, size_t len) {
+  if (up->closing || len == 0) return;
+  int rc = ten__write(&up->h.stream, buf, data, len, on_up_write, up);
+  if (rc < 0) {
+    upstream_lost(up, rc);
+    return;
+  }
+  up->write_pending += len;
+}
+
+bool ten__proxy_backpressure(const ten__conn_t *c) {
+  return c->up && (!c->up->connected || c->up->write_pending >= TEN_HTTP_HIGH_WATER);
+}
+
+/* ------------------------------------------------------------ the request head */
+
+static bool skip_request_header(const ten__head_t *h, const ten__header_t *hd) {
+  const char *name = h->arena.data + hd->name_off;
+  size_t len = hd->name_len;
+  return ten__is_hop_by_hop(h, name, len) || ten_strieq(name, len, "x-forwarded-for") ||
+         ten_strieq(name, len, "x-forwarded-proto") || ten_strieq(name, len, "x-forwarded-host");
+}
+
+/* Builds the head sent upstream into one iobuf; false if it does not fit. */
+static bool build_request_head(ten__conn_t *c, ten_iobuf_t *b, size_t *out_len) {
+  const ten__head_t *h = &c->head;
+  ten_buf_t out = TEN_BUF_INIT;
+  ten_buf_reserve(&out, h->arena.len + 256);
+  ten_buf_printf(&out, "%s ", llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
+  ten_buf_append(&out, h->arena.data + h->target_off, h->target_len);
+  ten_buf_puts(&out, " HTTP/1.1\r\n");
+  size_t xff_len = 0;
+  bool have_xff = false;
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    if (skip_request_header(h, hd)) continue;
+    ten_buf_append(&out, h->arena.data + hd->name_off, hd->name_len);
+    ten_buf_puts(&out, ": ");
+    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
+    ten_buf_puts(&out, "\r\n");
+  }
+  /* X-Forwarded-For: what earlier proxies said, then the peer we saw. */
+  ten_buf_puts(&out, "X-Forwarded-For: ");
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    if (!ten_strieq(h->arena.data + hd->name_off, hd->name_len, "x-forwarded-for")) continue;
+    if (have_xff) ten_buf_puts(&out, ", ");
+    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
+    have_xff = true;
+    xff_len += hd->value_len;
+  }
+  if (have_xff) ten_buf_puts(&out, ", ");
+  ten_buf_puts(&out, c->client_ip[0] ? c->client_ip : "unknown");
+  ten_buf_puts(&out, "\r\nX-Forwarded-Proto: http\r\n");
+  size_t host_len;
+  const char *host = ten__head_get(h, "host", &host_len);
+  ten_buf_puts(&out, "X-Forwarded-Host: ");
+  ten_buf_append(&out, host, host_len);
+  ten_buf_puts(&out, "\r\n\r\n");
+  bool fits = out.len <= b->size;
+  if (fits) {
+    memcpy(b->data, out.data, out.len);
+    *out_len = out.len;
+  }
+  ten_buf_free(&out);
+  return fits;
+}
+
+/* ------------------------------------------------------------ connecting */
+
+static void send_request_head(ten__upstream_t *up) {
+  ten__conn_t *c = up->client;
+  up_write(up, up->request_head, up->request_head->data, up->request_head_len);
+  if (up->closing || !c) return;
+  arm_response_timeout(up);
+  up_update_reading(up);
+  if (up->req_sent) return; /* a retry: the request had no body */
+  ten__conn_unblock(c);     /* body bytes may flow now */
+}
+
+static void on_up_connect(uv_connect_t *req, int status) {
+  ten__upstream_t *up = req->data;
+  if (up->closing) return;
+  if (status < 0) {
+    fail_exchange(up, 502, "cannot connect to the instance", status);
+    return;
+  }
+  up->connected = true;
+  if (up->client)
+    send_request_head(up);
+  else
+    up_close(up);
+}
+
+static int up_connect(ten__upstream_t *up) {
+  ten_instance_t *inst = up->pool->inst;
+  up->connect_req.data = up;
+  uv_timer_start(&up->timer, on_up_timeout, CONNECT_TIMEOUT_MS, 0);
+  if (inst->socket_path) {
+    uv_pipe_connect(&up->connect_req, &up->h.pipe, inst->socket_path, on_up_connect);
+    return 0;
+  }
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", inst->port, &addr);
+  return uv_tcp_connect(&up->connect_req, &up->h.tcp, (const struct sockaddr *)&addr,
+                        on_up_connect);
+}
+
+/* ------------------------------------------------------------ start */
+
+static void not_available(ten__conn_t *c, ten_instance_t *inst) {
+  ten_buf_t detail = TEN_BUF_INIT;
+  instance_detail(&detail, inst);
+  ten_buf_printf(&detail, ",\"state\":\"%s\"", ten_instance_state_name(inst->state));
+  if (inst->reason[0]) {
+    ten_buf_puts(&detail, ",\"reason\":");
+    ten_json_quote(&detail, inst->reason, strlen(inst->reason));
+  } else if (inst->last_exit[0]) {
+    ten_buf_puts(&detail, ",\"reason\":");
+    ten_json_quote(&detail, inst->last_exit, strlen(inst->last_exit));
+  }
+  c->mode = TEN_MODE_DISCARD;
+  if (inst->state == TEN_INST_STARTING || inst->state == TEN_INST_BACKOFF)
+    ten__conn_error(c, 503, "instance is not ready", detail.data, "Retry-After: 1\r\n");
+  else
+    ten__conn_error(c, 502, "instance is not running", detail.data, NULL);
+  ten_buf_free(&detail);
+}
+
+void ten__proxy_start(ten__conn_t *c) {
+  ten_http_server_t *s = c->server;
+  const ten_route_t *r = &c->route;
+  ten_instance_t *inst = ten_hv_find(s->hv, r->service, r->service_len, r->id, r->id_len);
+  if (!inst) {
+    ten_buf_t detail = TEN_BUF_INIT;
+    ten_buf_puts(&detail, "\"host\":");
+    ten_json_quote(&detail, r->host, r->host_len);
+    ten_buf_puts(&detail, ",\"service\":");
+    ten_json_quote(&detail, r->service, r->service_len);
+    ten_buf_puts(&detail, ",\"id\":");
+    ten_json_quote(&detail, r->id, r->id_len);
+    bool known = ten_config_service(s->config, r->service, r->service_len) != NULL;
+    c->mode = TEN_MODE_DISCARD;
+    ten__conn_error(c, 404, known ? "no such instance" : "no such service", detail.data, NULL);
+    ten_buf_free(&detail);
+    return;
+  }
+  if (inst->state != TEN_INST_READY) {
+    not_available(c, inst);
+    return;
+  }
+
+  ten_iobuf_t *head = ten_iobuf_get();
+  size_t head_len;
+  if (!build_request_head(c, head, &head_len)) {
+    ten_iobuf_unref(head);
+    c->mode = TEN_MODE_DISCARD;
+    c->keep_alive = false;
+    ten__conn_error(c, 431, "request head too large", NULL, NULL);
+    return;
+  }
+
+  pool_t *p = pool_of(s, inst);
+  ten__upstream_t *up = p->idle;
+  if (up) {
+    pool_remove_idle(up);
+    up->reused = true;
+    uv_timer_stop(&up->timer);
+  } else {
+    up = up_new(p);
+    if (!up) {
+      ten_iobuf_unref(head);
+      c->mode = TEN_MODE_DISCARD;
+      ten__conn_error(c, 502, "cannot create an upstream connection", NULL, NULL);
+      return;
+    }
+  }
+  c->inst = inst;
+  ten_instance_acquire(inst);
+  c->up = up;
+  up->client = c;
+  up->request_head = head;
+  up->request_head_len = head_len;
+  up->head_sent = up->resp_done = up->req_sent = up->body_sent = up->got_bytes = false;
+  up->dechunk = false;
+  up->retried = false;
+  up->resume_pending = false;
+  ten__head_reset(&up->head);
+  llhttp_init(&up->parser, HTTP_RESPONSE, &response_settings);
+  up->parser.data = up;
+
+  if (up->connected) {
+    send_request_head(up);
+    return;
+  }
+  c->blocked = true; /* the body waits for the connection */
+  int rc = up_connect(up);
+  if (rc < 0) fail_exchange(up, 502, "cannot connect to the instance", rc);
+}
+
+void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {
+  ten__upstream_t *up = c->up;
+  if (!up || up->closing) return;
+  up->body_sent = true;
+  up_write(up, buf, data, len);
+}
+
+void ten__proxy_request_done(ten__conn_t *c) {
+  ten__upstream_t *up = c->up;
+  if (!up) return;
+  up->req_sent = true;
+  if (up->resp_done) exchange_end(up, true);
+}
+
+void ten__proxy_detach(ten__conn_t *c) {
+  ten__upstream_t *up = c->up;
+  if (c->inst) {
+    ten_instance_release(c->inst);
+    c->inst = NULL;
+  }
+  c->up = NULL;
+  if (!up) return;
+  up->client = NULL;
+  up_close(up);
+}
+
+void ten__proxy_client_drained(ten__conn_t *c) {
+  if (c->up) up_update_reading(c->up);
+}
+
+/* ------------------------------------------------------------ the response */
+
+static int on_resp_header_field(llhttp_t *p, const char *at, size_t len) {
+  ten__upstream_t *up = p->data;
+  if (up->head_sent) return 0; /* trailers: forwarded with the body */
+  return ten__head_append(&up->head, 1, at, len) ? HPE_USER : 0;
+}
+
+static int on_resp_header_value(llhttp_t *p, const char *at, size_t len) {
+  ten__upstream_t *up = p->data;
+  if (up->head_sent) return 0;
+  return ten__head_append(&up->head, 2, at, len) ? HPE_USER : 0;
+}
+
+static int on_resp_status(llhttp_t *p, const char *at, size_t len) {
+  ten__upstream_t *up = p->data;
+  return ten__head_append(&up->head, 0, at, len) ? HPE_USER : 0;
+}
+
+static int on_resp_headers_complete(llhttp_t *p) {
+  ten__upstream_t *up = p->data;
+  up->pause = TEN_PAUSE_HEAD;
+  return HPE_PAUSED;
+}
+
+static int on_resp_body(llhttp_t *p, const char *at, size_t len) {
+  ten__upstream_t *up = p->data;
+  if (up->dechunk && up->client) ten__conn_write(up->client, up->rbuf, at, len);
+  return 0;
+}
+
+static int on_resp_message_complete(llhttp_t *p) {
+  ten__upstream_t *up = p->data;
+  up->pause = TEN_PAUSE_DONE;
+  return HPE_PAUSED;
+}
+
+static void init_response_settings(void) {
+  static bool done;
+  if (done) return;
+  done = true;
+  llhttp_settings_init(&response_settings);
+  response_settings.on_status = on_resp_status;
+  response_settings.on_header_field = on_resp_header_field;
+  response_settings.on_header_value = on_resp_header_value;
+  response_settings.on_headers_complete = on_resp_headers_complete;
+  response_settings.on_body = on_resp_body;
+  response_settings.on_message_complete = on_resp_message_complete;
+}
+
+/* Rewrites the response head for the client and queues it. */
+static void on_response_head(ten__upstream_t *up) {
+  ten__conn_t *c = up->client;
+  const ten__head_t *h = &up->head;
+  int status = llhttp_get_status_code(&up->parser);
+  bool interim = status >= 100 && status < 200;
+  bool head_request = llhttp_get_method(&c->parser) == HTTP_HEAD;
+  if (head_request && !interim) up->parser.flags |= F_SKIPBODY;
+
+  bool client_http10 =
+      llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
+  bool chunked = (up->parser.flags & F_CHUNKED) != 0;
+  bool has_length = (up->parser.flags & F_CONTENT_LENGTH) != 0;
+  bool bodyless = head_request || status == 204 || status == 304 || interim;
+  if (!interim) {
+    if (!bodyless && !chunked && !has_length) c->keep_alive = false; /* ends at close */
+    if (client_http10 && chunked && !head_request) {
+      up->dechunk = true; /* HTTP/1.0 has no chunked: the close ends the body */
+      c->keep_alive = false;
+    }
+    if (!llhttp_should_keep_alive(&up->parser) && !has_length && !chunked && !bodyless)
+      c->keep_alive = false;
+  }
+
+  ten_buf_t out = TEN_BUF_INIT;
+  ten_buf_reserve(&out, h->arena.len + 128);
+  ten_buf_printf(&out, "HTTP/1.1 %d ", status);
+  if (h->target_len)
+    ten_buf_append(&out, h->arena.data + h->target_off, h->target_len);
+  else
+    ten_buf_puts(&out, ten_http_status_text(status));
+  ten_buf_puts(&out, "\r\n");
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    const char *name = h->arena.data + hd->name_off;
+    if (ten__is_hop_by_hop(h, name, hd->name_len)) continue;
+    if (up->dechunk && ten_strieq(name, hd->name_len, "transfer-encoding")) continue;
+    ten_buf_append(&out, name, hd->name_len);
+    ten_buf_puts(&out, ": ");
+    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
+    ten_buf_puts(&out, "\r\n");
+  }
+  if (!interim) {
+    if (!c->keep_alive || c->server->shutting_down)
+      ten_buf_puts(&out, "Connection: close\r\n");
+    else if (client_http10)
+      ten_buf_puts(&out, "Connection: keep-alive\r\n");
+  }
+  ten_buf_puts(&out, "\r\n");
+
+  /* HTTP/1.0 clients get no interim responses (RFC 9110 15.2). */
+  if (!(interim && client_http10)) {
+    ten_iobuf_t *b = ten_iobuf_get();
+    size_t n = TEN_MIN(out.len, (size_t)b->size);
+    memcpy(b->data, out.data, n);
+    ten__conn_write(c, b, b->data, n);
+    ten_iobuf_unref(b);
+    c->resp_started = true;
+  }
+  ten_buf_free(&out);
+  if (!interim) {
+    up->head_sent = true;
+    /* Past this point a retry is impossible: drop the saved head. */
+    ten_iobuf_unref(up->request_head);
+    up->request_head = NULL;
+  }
+  ten__head_reset(&up->head);
+}
+
+static void up_process(ten__upstream_t *up) {
+  static const char nothing[1];
+  while (!up->closing && up->client) {
+    const char *start;
+    size_t avail;
+    bool from_buffer = up->rbuf && up->rpos < up->rlen;
+    if (from_buffer) {
+      start = up->rbuf->data + up->rpos;
+      avail = up->rlen - up->rpos;
+    } else if (up->resume_pending) {
+      start = nothing; /* finish a bodiless response (see conn_process) */
+      avail = 0;
+    } else {
+      break;
+    }
+    up->resume_pending = false;
+    bool in_body = up->head_sent && !up->resp_done;
+    up->pause = TEN_PAUSE_NONE;
+    llhttp_errno_t err = llhttp_execute(&up->parser, start, avail);
+    const char *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&up->parser);
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      ten_log(TEN_LOG_WARN, "proxy: invalid response from %s: %s",
+              up->pool->inst ? up->pool->inst->key : "?", llhttp_get_error_reason(&up->parser));
+      fail_exchange(up, 502, "invalid response from the instance", 0);
+      return;
+    }
+    if (in_body && !up->dechunk && stop > start)
+      ten__conn_write(up->client, up->rbuf, start, (size_t)(stop - start));
+    if (!up->client) return; /* the write failed and the client is gone */
+    if (from_buffer) up->rpos = (size_t)(stop - up->rbuf->data);
+    if (err != HPE_PAUSED) continue;
+    llhttp_resume(&up->parser);
+    if (up->pause == TEN_PAUSE_HEAD) {
+      up->resume_pending = true;
+      on_response_head(up);
+    } else if (up->pause == TEN_PAUSE_DONE) {
+      int status = llhttp_get_status_code(&up->parser);
+      if (status >= 100 && status < 200 && status != 101) continue; /* the final response follows */
+      up->resp_done = true;
+      bool clean = !up->rbuf || up->rpos == up->rlen; /* nothing after the response */
+      exchange_end(up, clean);
+      return;
+    }
+  }
+  if (up->rbuf && up->rpos >= up->rlen) {
+    ten_iobuf_unref(up->rbuf);
+    up->rbuf = NULL;
+  }
+  up_update_reading(up);
+}
+
+static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  ten_iobuf_t *b = ten_iobuf_get();
+  buf->base = b->data;
+  buf->len = b->size;
+}
+
+static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  ten__upstream_t *up = stream->data;
+  ten_iobuf_t *b =
+      buf->base ? (ten_iobuf_t *)(void *)(buf->base - offsetof(ten_iobuf_t, data)) : NULL;
+  if (nread == 0) {
+    ten_iobuf_unref(b);
+    return;
+  }
+  if (up->in_pool || !up->client) {
+    /* An idle pooled connection spoke or closed: it cannot be reused. */
+    ten_iobuf_unref(b);
+    up_close(up);
+    return;
+  }
+  if (nread < 0) {
+    ten_iobuf_unref(b);
+    if (nread == UV_EOF && up->head_sent && llhttp_message_needs_eof(&up->parser)) {
+      /* A body delimited by the close is complete now. */
+      llhttp_finish(&up->parser);
+      up->resp_done = true;
+      exchange_end(up, false);
+      return;
+    }
+    upstream_lost(up, (int)nread);
+    return;
+  }
+  up->got_bytes = true;
+  up->rbuf = b;
+  up->rpos = 0;
+  up->rlen = (size_t)nread;
+  arm_response_timeout(up); /* the instance is answering: the timeout restarts */
+  up_process(up);
+}
+
+static void up_update_reading(ten__upstream_t *up) {
+  if (up->closing || !up->connected) return;
+  bool want;
+  if (up->in_pool)
+    want = true; /* to notice when the app closes it */
+  else
+    want = up->client && !up->rbuf && up->client->write_pending < TEN_HTTP_HIGH_WATER;
+  if (want && !up->reading) {
+    if (uv_read_start(&up->h.stream, on_up_alloc, on_up_read) == 0) up->reading = true;
+    if (!up->in_pool && up->client) arm_response_timeout(up);
+  } else if (!want && up->reading) {
+    uv_read_stop(&up->h.stream);
+    up->reading = false;
+    /* Waiting on a slow client is not the instance being slow. */
+    if (!up->in_pool) uv_timer_stop(&up->timer);
+  }
+}
+
+/* ------------------------------------------------------------ ending */
+
+static void exchange_end(ten__upstream_t *up, bool reusable) {
+  ten__conn_t *c = up->client;
+  pool_t *p = up->pool;
+  ten_http_server_t *s = p->server;
+  if (!up->req_sent && c) {
+    /* Response complete before the request: wait for ten__proxy_request_done
+     * only if the body is still arriving normally; the connection closes. */
+    reusable = false;
+  }
+  reusable = reusable && up->req_sent && llhttp_should_keep_alive(&up->parser) && p->inst &&
+             p->inst->state == TEN_INST_READY && !s->shutting_down &&
+             p->idle_count < (unsigned)s->config->settings.upstream_keepalive;
+  up->client = NULL;
+  if (c) {
+    c->up = NULL;
+    if (c->inst) {
+      ten_instance_release(c->inst);
+      c->inst = NULL;
+    }
+  }
+  if (reusable) {
+    ten_iobuf_unref(up->rbuf);
+    up->rbuf = NULL;
+    up->in_pool = true;
+    up->next_idle = p->idle;
+    up->prev_idle = NULL;
+    if (p->idle) p->idle->prev_idle = up;
+    p->idle = up;
+    p->idle_count++;
+    uv_timer_start(&up->timer, on_up_timeout, POOL_IDLE_TIMEOUT_MS, 0);
+    up_update_reading(up);
+  } else {
+    up_close(up);
+  }
+  if (c) ten__conn_response_done(c);
+}
