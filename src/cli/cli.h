@@ -1,0 +1,49 @@
+/* cli.h: the `ten` command line. main.c parses arguments into ten_cli_opts_t
+ * and runs one command; serve.c wires the server together; client.c speaks
+ * the control socket for every command that talks to a running server.
+ *
+ * Exit codes: 0 ok, 1 error reported by the server (or a failure to start),
+ * 2 usage or config error, 3 no server running.
+ */
+#ifndef TEN_CLI_CLI_H
+#define TEN_CLI_CLI_H
+
+#include "policy/config.h"
+
+enum {
+  TEN_EXIT_OK = 0,
+  TEN_EXIT_ERROR = 1,
+  TEN_EXIT_USAGE = 2,
+  TEN_EXIT_NO_SERVER = 3,
+};
+
+typedef struct ten_cli_opts {
+  const char *command;
+  const char *args[8]; /* positional arguments after the command */
+  int arg_count;
+  const char *config;   /* --config */
+  const char *data_dir; /* --data-dir */
+  const char *domain;   /* --domain */
+  const char *listen;   /* --listen */
+  int port;             /* --port, -1 if not given */
+  const char *id;       /* --id */
+  bool json;            /* --json */
+  bool no_wait;         /* --no-wait */
+  bool running;         /* --running (config) */
+} ten_cli_opts_t;
+
+/* The config file to use: --config, $TENEMENT_CONFIG, ./tenement.lua if it
+ * exists, or NULL (defaults only). */
+const char *ten_cli_config_path(const ten_cli_opts_t *o);
+/* Loads the config with the command-line overrides; prints the error and
+ * returns TEN_EXIT_USAGE on failure. */
+int ten_cli_load_config(const ten_cli_opts_t *o, ten_config_t **out);
+
+int ten_cli_serve(const ten_cli_opts_t *o);
+int ten_cli_config(const ten_cli_opts_t *o);
+int ten_cli_ps(const ten_cli_opts_t *o);
+int ten_cli_spawn(const ten_cli_opts_t *o);
+int ten_cli_stop(const ten_cli_opts_t *o);
+int ten_cli_restart(const ten_cli_opts_t *o);
+
+#endif

@@ -1,0 +1,250 @@
+/* serve.c: `ten serve` wires the subsystems together and owns the loop.
+ *
+ * Start: config -> data dir + lock -> hypervisor -> HTTP listener -> control
+ * socket -> API -> declared instances. Stop (SIGTERM/SIGINT): the listener
+ * closes and requests in flight finish (drain_timeout), then every instance
+ * is stopped, then the control socket closes; the loop ends with no handle
+ * left (uv_loop_close must succeed) and the exit status is 0.
+ */
+#include "api/api.h"
+#include "cli/cli.h"
+#include "ctl/commands.h"
+#include "ctl/ctl.h"
+#include "http/server.h"
+#include "hv/hv.h"
+#include "obs/logfile.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+typedef struct server {
+  uv_loop_t loop;
+  ten_config_t *config;
+  ten_hv_t hv;
+  ten_http_server_t *http;
+  ten_ctl_t *ctl;
+  ten_ctl_commands_t *commands;
+  ten_api_t *api;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  int signals_open;
+  int lock_fd;
+  char *logs_dir;
+  bool stopping;
+  int exit_code;
+} server_t;
+
+/* ------------------------------------------------------------ set-up */
+
+static int mkdir_p(const char *path, mode_t mode) {
+  char *copy = ten_xstrdup(path);
+  int rc = 0;
+  for (char *p = copy + 1;; p++) {
+    if (*p != '/' && *p != '\0') continue;
+    char saved = *p;
+    *p = '\0';
+    if (mkdir(copy, mode) < 0 && errno != EEXIST) rc = -errno;
+    *p = saved;
+    if (rc || !saved) break;
+  }
+  free(copy);
+  return rc;
+}
+
+static int prepare_data_dir(server_t *s) {
+  const char *dir = s->config->settings.data_dir;
+  int rc = mkdir_p(dir, 0755);
+  char *run = ten_xasprintf("%s/run", dir);
+  if (rc == 0) rc = mkdir_p(run, 0755);
+  free(run);
+  s->logs_dir = ten_xasprintf("%s/logs", dir);
+  if (rc == 0) rc = mkdir_p(s->logs_dir, 0750);
+  if (rc) {
+    fprintf(stderr, "ten: cannot create data dir %s: %s\n", dir, strerror(-rc));
+    return TEN_EXIT_ERROR;
+  }
+  /* One server per data dir. flock goes away with the process, even after
+   * kill -9, so a crashed server never blocks the next one. */
+  char *lock = ten_xasprintf("%s/ten.lock", dir);
+  s->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  free(lock);
+  if (s->lock_fd < 0) {
+    fprintf(stderr, "ten: cannot open the lock in %s: %s\n", dir, strerror(errno));
+    return TEN_EXIT_ERROR;
+  }
+  if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    fprintf(stderr, "ten: another ten serve is already running with data dir %s\n", dir);
+    return TEN_EXIT_ERROR;
+  }
+  char pid[32];
+  int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+  if (ftruncate(s->lock_fd, 0) == 0 && write(s->lock_fd, pid, (size_t)n) < 0) {
+    /* The pid in the lock file is informational only. */
+  }
+  return TEN_EXIT_OK;
+}
+
+static int open_output(void *ctx, const ten_instance_t *inst, int *out_fd, int *err_fd) {
+  server_t *s = ctx;
+  int fd = ten_logfile_open(s->logs_dir, inst->service, inst->id);
+  if (fd < 0) return fd;
+  *out_fd = *err_fd = fd;
+  return 0;
+}
+
+/* ------------------------------------------------------------ shutdown */
+
+static void on_signal_closed(uv_handle_t *h) {
+  server_t *s = h->data;
+  s->signals_open--;
+}
+
+static void on_ctl_closed(void *ctx) {
+  server_t *s = ctx;
+  uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
+  uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
+}
+
+static void on_hv_stopped(ten_hv_t *hv) {
+  server_t *s = ten_container_of(hv, server_t, hv);
+  ten_log(TEN_LOG_INFO, "serve: every instance has stopped");
+  if (s->commands) ten_ctl_commands_cancel(s->commands);
+  if (s->ctl)
+    ten_ctl_close(s->ctl, on_ctl_closed, s);
+  else
+    on_ctl_closed(s);
+}
+
+static void on_http_drained(ten_http_server_t *http, void *ctx) {
+  server_t *s = ctx;
+  ten_hv_shutdown(&s->hv, on_hv_stopped);
+}
+
+static void begin_shutdown(server_t *s, const char *why) {
+  if (s->stopping) return;
+  s->stopping = true;
+  ten_log(TEN_LOG_INFO, "serve: %s: stopping (in-flight requests get %g s)", why,
+          s->config->settings.drain_timeout);
+  if (s->http)
+    ten_http_shutdown(s->http, on_http_drained, s);
+  else
+    ten_hv_shutdown(&s->hv, on_hv_stopped);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  server_t *s = h->data;
+  if (signum == SIGHUP) {
+    ten_log(TEN_LOG_INFO, "serve: SIGHUP: configuration reload is not available yet");
+    return;
+  }
+  if (s->stopping) {
+    ten_log(TEN_LOG_WARN, "serve: %s again: already stopping", strsignal(signum));
+    return;
+  }
+  begin_shutdown(s, strsignal(signum));
+}
+
+/* ------------------------------------------------------------ the banner */
+
+static void print_banner(server_t *s, int port) {
+  const ten_settings_t *set = &s->config->settings;
+  const char *host = strcmp(set->listen, "0.0.0.0") == 0 || strcmp(set->listen, "::") == 0
+                         ? "127.0.0.1"
+                         : set->listen;
+  printf("ten %s: listening on http://%s:%d\n", TEN_VERSION, host, port);
+  printf("  domain     %s (instances at {id}.{service}.%s)\n", set->domain, set->domain);
+  printf("  config     %s\n", s->config->path ? s->config->path : "(none: defaults)");
+  printf("  data dir   %s\n", set->data_dir);
+  printf("  try        curl -H 'Host: %s' http://%s:%d/health\n", set->domain, host, port);
+  for (size_t i = 0; i < s->config->instance_count && i < 4; i++)
+    printf("             curl -H 'Host: %s.%s.%s' http://%s:%d/\n", s->config->instances[i].id,
+           s->config->instances[i].service, set->domain, host, port);
+  fflush(stdout);
+}
+
+/* ------------------------------------------------------------ run */
+
+static void cleanup(server_t *s) {
+  ten_api_free(s->api);
+  ten_ctl_commands_free(s->commands);
+  ten_ctl_free(s->ctl);
+  ten_http_server_free(s->http);
+  ten_hv_free(&s->hv);
+  ten_config_unref(s->config);
+  free(s->logs_dir);
+  if (s->lock_fd >= 0) close(s->lock_fd);
+}
+
+static void init_signal(server_t *s, uv_signal_t *h, int signum) {
+  uv_signal_init(&s->loop, h);
+  h->data = s;
+  uv_signal_start(h, on_signal, signum);
+  s->signals_open++;
+}
+
+int ten_cli_serve(const ten_cli_opts_t *o) {
+  const char *level = getenv("TEN_LOG_LEVEL");
+  if (level && ten_log_level_parse(level) >= 0)
+    ten_log_set_level((ten_log_level_t)ten_log_level_parse(level));
+  signal(SIGPIPE, SIG_IGN);
+
+  server_t s;
+  memset(&s, 0, sizeof s);
+  s.lock_fd = -1;
+  int rc = ten_cli_load_config(o, &s.config);
+  if (rc) return rc;
+  if ((rc = prepare_data_dir(&s))) {
+    cleanup(&s);
+    return rc;
+  }
+  if ((rc = uv_loop_init(&s.loop)) < 0) {
+    fprintf(stderr, "ten: cannot create the event loop: %s\n", uv_strerror(rc));
+    cleanup(&s);
+    return TEN_EXIT_ERROR;
+  }
+  ten_hv_init(&s.hv, &s.loop, s.config);
+  ten_hv_set_output(&s.hv, open_output, &s);
+  init_signal(&s, &s.sig_term, SIGTERM);
+  init_signal(&s, &s.sig_int, SIGINT);
+  init_signal(&s, &s.sig_hup, SIGHUP);
+
+  ten_err_t err;
+  ten_http_server_new(&s.loop, &s.hv, s.config, &s.http, &err);
+  if (ten_http_listen(s.http, &err)) {
+    fprintf(stderr, "ten: %s\n", err.msg);
+    s.exit_code = TEN_EXIT_ERROR;
+    begin_shutdown(&s, "start-up failed");
+  } else {
+    char *sock = ten_xasprintf("%s/ten.sock", s.config->settings.data_dir);
+    if (ten_ctl_new(&s.loop, sock, &s.ctl, &err)) {
+      fprintf(stderr, "ten: %s\n", err.msg);
+      s.exit_code = TEN_EXIT_ERROR;
+      begin_shutdown(&s, "start-up failed");
+    } else {
+      s.commands = ten_ctl_commands_new(s.ctl, &s.hv);
+      s.api = ten_api_new(s.http, &s.hv);
+      print_banner(&s, ten_http_port(s.http));
+      ten_hv_start_declared(&s.hv);
+    }
+    free(sock);
+  }
+
+  uv_run(&s.loop, UV_RUN_DEFAULT);
+  rc = uv_loop_close(&s.loop);
+  if (rc) {
+    ten_log(TEN_LOG_ERROR, "serve: a libuv handle was left open at exit (%s)", uv_strerror(rc));
+    if (s.exit_code == 0) s.exit_code = TEN_EXIT_ERROR;
+  }
+  cleanup(&s);
+  ten_log(TEN_LOG_INFO, "serve: stopped");
+  return s.exit_code;
+}
