@@ -62,7 +62,10 @@ void ten_route_host(const char *host, size_t host_len, const char *domain, size_
   if (n == 0 || n > TEN_HOST_MAX) return;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)host[i];
-    if (c <= 0x20 || c >= 0x7f || c == '/' || c == '@' || c == '\\') return;
+    if (c <= 0x20 || c >= 0x7f || c == '/' || c == '@' || c == '\\') {
+      out->host[0] = '\0'; /* a bad host leaves nothing half-copied */
+      return;
+    }
     out->host[i] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
   }
   out->host[n] = '\0';

@@ -11,6 +11,7 @@ void ten_buf_reserve(ten_buf_t *b, size_t extra) {
   while (cap < need) cap *= 2;
   b->data = ten_xrealloc(b->data, cap);
   b->cap = cap;
+  b->data[b->len] = '\0'; /* a fresh buffer is an empty string, not garbage */
 }
 
 void ten_buf_append(ten_buf_t *b, const void *data, size_t len) {

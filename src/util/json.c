@@ -396,7 +396,7 @@ static int parse_object(parser_t *ps, ten_json_t *v, int depth) {
 }
 
 static int parse_value(parser_t *ps, ten_json_t *v, int depth) {
-  if (depth > TEN_JSON_MAX_DEPTH) return fail(ps, "nested too deeply");
+  if (depth >= TEN_JSON_MAX_DEPTH) return fail(ps, "nested too deeply");
   skip_ws(ps);
   if (ps->p >= ps->end) return fail(ps, "unexpected end of input");
   switch (*ps->p) {
