@@ -23,7 +23,7 @@ void ten_buf_append(ten_buf_t *b, const void *data, size_t len);
 void ten_buf_puts(ten_buf_t *b, const char *s);
 void ten_buf_putc(ten_buf_t *b, char c);
 void ten_buf_printf(ten_buf_t *b, const char *fmt, ...) TEN_PRINTF(2, 3);
-void ten_buf_vprintf(ten_buf_t *b, const char *fmt, va_list ap);
+void ten_buf_vprintf(ten_buf_t *b, const char *fmt, va_list ap) TEN_PRINTF(2, 0);
 /* Forget the content, keep the memory. */
 void ten_buf_reset(ten_buf_t *b);
 /* Remove the first n bytes. */
