@@ -123,6 +123,12 @@ static void on_pidfd(uv_poll_t *h, int status, int events) {
   ten_proc_t *proc = ten_container_of(h, ten_proc_t, poll);
   int wstatus = 0;
   pid_t r;
+  /* The leader has exited but is not reaped yet, so its pid still names
+   * its process group and cannot have been reused: whatever it left
+   * running in the group goes with it. */
+  siginfo_t info = {0};
+  if (waitid(P_PID, (id_t)proc->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid)
+    killpg(proc->pid, SIGKILL);
   do r = waitpid(proc->pid, &wstatus, WNOHANG);
   while (r < 0 && errno == EINTR);
   if (r == 0) return;     /* spurious */
@@ -501,8 +507,6 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
       break;
     case EV_EXIT: {
       disarm_timer(inst);
-      /* Whatever else runs in its process group goes with it. */
-      signal_group(inst, SIGKILL);
       bool again = inst->_restart_after_stop && !inst->hv->shutting_down;
       inst->_restart_after_stop = false;
       transition(inst, TEN_INST_STOPPED, inst->last_exit);
