@@ -113,21 +113,29 @@ end
 
 -- The line a key is written on, searching the file from a block's first line
 -- on; falls back to the block's line. Used so an error about a key points at
--- that key rather than at the start of its block.
+-- that key rather than at the start of its block. Only keys directly inside
+-- the block count (not `port` inside `env = { port = ... }`), and comments
+-- and string contents are ignored.
 function M.key_line(source, block_line, key)
   if type(source) ~= "string" or type(key) ~= "string" then return block_line end
-  local n = 0
-  local depth = 0
-  local pattern = "%f[%w_]" .. key:gsub("%p", "%%%0") .. "%s*="
+  local pattern = "^" .. key:gsub("%p", "%%%0") .. "%s*=[^=]"
+  local n, depth, opened = 0, 0, false
   for text in (source .. "\n"):gmatch("(.-)\r?\n") do
     n = n + 1
     if n >= block_line then
-      if text:find(pattern) then return n end
-      -- Stop at the end of the block so a later block's key is not taken.
-      local _, opens = text:gsub("{", "")
-      local _, closes = text:gsub("}", "")
-      depth = depth + opens - closes
-      if n > block_line and depth <= 0 then break end
+      text = text:gsub('"[^"]*"', '""'):gsub("'[^']*'", "''"):gsub("%-%-.*$", "") .. " "
+      for i = 1, #text do
+        local ch = text:sub(i, i)
+        if ch == "{" then
+          depth, opened = depth + 1, true
+        elseif ch == "}" then
+          depth = depth - 1
+          if opened and depth == 0 then return block_line end
+        elseif depth == 1 and (i == 1 or not text:sub(i - 1, i - 1):match("[%w_]"))
+          and text:find(pattern, i) then
+          return n
+        end
+      end
     end
   end
   return block_line

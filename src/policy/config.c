@@ -178,13 +178,26 @@ static int load_instances(ten_config_t *c, ten_schema_ctx_t *ctx, int decl, ten_
   return rc;
 }
 
-/* Runs the file in a fresh state with the DSL as its environment and turns
- * what it declared into c. */
-static int evaluate(ten_config_t *c, const char *path, ten_err_t *err) {
-  char *source = NULL;
-  int rc = read_source(path, &source, err);
-  if (rc) return rc;
+/* Lua shortens long chunk names to "...tail" in messages: put the whole
+ * path back, so the operator can click or copy it. */
+static void restore_path(ten_err_t *err, const char *path) {
+  if (!err || strncmp(err->msg, "...", 3) != 0) return;
+  const char *tail = err->msg + 3;
+  for (const char *p = tail; *p; p++) {
+    if (*p != ':' || p[1] < '0' || p[1] > '9') continue;
+    size_t tail_len = (size_t)(p - tail), path_len = strlen(path);
+    if (tail_len > path_len || memcmp(path + path_len - tail_len, tail, tail_len) != 0) return;
+    char rest[sizeof err->msg];
+    snprintf(rest, sizeof rest, "%s", p);
+    snprintf(err->msg, sizeof err->msg, "%s%s", path, rest);
+    return;
+  }
+}
 
+/* Runs `source` (named `path` in messages) in a fresh state with the DSL as
+ * its environment and turns what it declared into c. Takes `source`. */
+static int evaluate_source(ten_config_t *c, const char *path, char *source, ten_err_t *err) {
+  int rc;
   lua_State *L = c->L = tenL_newstate();
   if (!L) {
     free(source);
@@ -203,11 +216,15 @@ static int evaluate(ten_config_t *c, const char *path, ten_err_t *err) {
   snprintf(chunkname, sizeof chunkname, "@%s", path);
   if (luaL_loadbufferx(L, source, strlen(source), chunkname, "t") != LUA_OK) {
     rc = ten_errf(err, UV_EINVAL, "%s", lua_tostring(L, -1));
+    restore_path(err, path);
     goto done;
   }
   lua_pushvalue(L, env);
   lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
-  if ((rc = tenL_pcall(L, 0, 0, TEN_LUA_BUDGET_CONFIG, err))) goto done;
+  if ((rc = tenL_pcall(L, 0, 0, TEN_LUA_BUDGET_CONFIG, err))) {
+    restore_path(err, path);
+    goto done;
+  }
 
   lua_getfield(L, decl, "unfinished");
   if ((rc = tenL_pcall(L, 0, 2, TEN_LUA_BUDGET_CONFIG, err))) goto done;
@@ -279,16 +296,16 @@ static int apply_overrides(ten_config_t *c, const ten_config_overrides_t *ovr, t
   return 0;
 }
 
-int ten_config_load(const char *path, const ten_config_overrides_t *ovr, ten_config_t **out,
-                    ten_err_t *err) {
+static int load(const char *path, char *source, const ten_config_overrides_t *ovr,
+                ten_config_t **out, ten_err_t *err) {
   static const ten_config_overrides_t none = TEN_CONFIG_OVERRIDES_NONE;
   ten_config_t *c = ten_xcalloc(1, sizeof *c);
   c->_refs = 1;
   ten_schema_defaults(ten_settings_options, &c->settings);
   int rc = 0;
-  if (path) {
+  if (source) {
     c->path = absolute_path(path);
-    rc = evaluate(c, path, err);
+    rc = evaluate_source(c, path, source, err);
   }
   if (rc == 0) rc = apply_overrides(c, ovr ? ovr : &none, err);
   if (rc == 0 && !c->settings.data_dir) {
@@ -302,6 +319,29 @@ int ten_config_load(const char *path, const ten_config_overrides_t *ovr, ten_con
   }
   *out = c;
   return 0;
+}
+
+int ten_config_load(const char *path, const ten_config_overrides_t *ovr, ten_config_t **out,
+                    ten_err_t *err) {
+  char *source = NULL;
+  if (path) {
+    int rc = read_source(path, &source, err);
+    if (rc) {
+      *out = NULL;
+      return rc;
+    }
+  }
+  return load(path, source, ovr, out, err);
+}
+
+int ten_config_load_source(const char *name, const char *source, size_t len,
+                           const ten_config_overrides_t *ovr, ten_config_t **out,
+                           ten_err_t *err) {
+  if (memchr(source, '\0', len)) {
+    *out = NULL;
+    return ten_errf(err, UV_EINVAL, "%s: config contains a NUL byte", name);
+  }
+  return load(name, ten_xstrndup(source, len), ovr, out, err);
 }
 
 void ten_config_to_json(const ten_config_t *c, ten_buf_t *out) {

@@ -14,6 +14,7 @@
 #define TEN_POLICY_CONFIG_H
 
 #include "util/buf.h"
+#include "util/cidr.h"
 #include "util/common.h"
 
 #include <lua.h>
@@ -51,13 +52,26 @@ typedef struct ten_service_conf {
 } ten_service_conf_t;
 
 typedef struct ten_settings {
-  char *domain;            /* lower-case, no trailing dot */
-  char *listen;            /* address to bind, e.g. "0.0.0.0" */
-  int port;                /* 0 = pick a free one */
-  char *data_dir;          /* absolute */
-  double drain_timeout;    /* seconds in-flight requests get at shutdown */
-  int upstream_keepalive;  /* idle upstream connections kept per instance */
-  double upstream_timeout; /* seconds to wait for an upstream's response head */
+  char *domain;         /* lower-case, no trailing dot */
+  char *listen;         /* address to bind, e.g. "0.0.0.0" */
+  int port;             /* 0 = pick a free one */
+  char *data_dir;       /* absolute */
+  double drain_timeout; /* seconds in-flight requests get at shutdown */
+
+  /* client side limits and timeouts */
+  int max_connections;         /* open client connections; more are refused */
+  int max_header_size;         /* request line + headers, bytes (431 above) */
+  int64_t max_body_size;       /* request body bytes (413 above); 0 = no limit */
+  double header_timeout;       /* seconds to send a request head (408 after) */
+  double client_timeout;       /* seconds of silence while sending a body */
+  double keepalive_timeout;    /* seconds an idle keep-alive connection stays */
+  ten_cidr_t *trusted_proxies; /* peers whose X-Forwarded-* are kept */
+  size_t trusted_proxy_count;
+
+  /* upstream side */
+  int upstream_keepalive;          /* idle upstream connections kept per instance */
+  double upstream_connect_timeout; /* seconds to connect to an instance */
+  double upstream_timeout;         /* seconds of silence from an answering instance */
 } ten_settings_t;
 
 typedef struct ten_instance_decl {
@@ -91,6 +105,10 @@ typedef struct ten_config_overrides {
  * or UV_EINVAL / UV_ENOENT with err filled. */
 int ten_config_load(const char *path, const ten_config_overrides_t *ovr, ten_config_t **out,
                     ten_err_t *err);
+/* The same from text in memory; `name` stands for the file in messages. */
+int ten_config_load_source(const char *name, const char *source, size_t len,
+                           const ten_config_overrides_t *ovr, ten_config_t **out,
+                           ten_err_t *err);
 ten_config_t *ten_config_ref(ten_config_t *c);
 void ten_config_unref(ten_config_t *c);
 

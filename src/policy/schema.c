@@ -31,10 +31,26 @@ const ten_option_t ten_settings_options[] = {
    "state, sockets and logs; default /var/lib/tenement (root) or ~/.local/state/tenement"},
   {"drain_timeout", TEN_OPT_SECONDS, SET(drain_timeout), 0, 3600, 10, NULL, NULL, 0, 0,
    "seconds in-flight requests may take to finish at shutdown"},
+  {"max_connections", TEN_OPT_INT, SET(max_connections), 1, 1000000, 10000, NULL, NULL, 0, 0,
+   "open client connections; new ones beyond are refused (503, closed)"},
+  {"max_header_size", TEN_OPT_INT, SET(max_header_size), 1024, 61440, 32768, NULL, NULL, 0, 0,
+   "bytes of request line and headers (431 beyond)"},
+  {"max_body_size", TEN_OPT_SIZE, SET(max_body_size), 0, 1e15, 104857600, NULL, NULL, 0, 0,
+   "bytes of request body (413 beyond; 0 = no limit); e.g. \"100m\""},
+  {"header_timeout", TEN_OPT_SECONDS, SET(header_timeout), 0.001, 3600, 30, NULL, NULL, 0, 0,
+   "seconds a client may take to send a request head (408 after)"},
+  {"client_timeout", TEN_OPT_SECONDS, SET(client_timeout), 0.001, 3600, 60, NULL, NULL, 0, 0,
+   "seconds a client may stay silent while sending a body"},
+  {"keepalive_timeout", TEN_OPT_SECONDS, SET(keepalive_timeout), 0, 3600, 75, NULL, NULL, 0, 0,
+   "seconds an idle keep-alive client connection is kept (0 = no keep-alive)"},
+  {"trusted_proxies", TEN_OPT_CIDRS, SET(trusted_proxies), 0, 0, 0, NULL, NULL, 0, 0,
+   "peers (e.g. \"10.0.0.0/8\") whose X-Forwarded-* headers are believed"},
   {"upstream_keepalive", TEN_OPT_INT, SET(upstream_keepalive), 0, 4096, 32, NULL, NULL, 0, 0,
    "idle upstream connections kept open per instance"},
+  {"upstream_connect_timeout", TEN_OPT_SECONDS, SET(upstream_connect_timeout), 0.001, 3600, 5, NULL,
+   NULL, 0, 0, "seconds to connect to an instance (502 after)"},
   {"upstream_timeout", TEN_OPT_SECONDS, SET(upstream_timeout), 0.001, 86400, 60, NULL, NULL, 0, 0,
-   "seconds an instance may take to start answering a request"},
+   "seconds an instance may stay silent while answering (504 before the response starts)"},
   {NULL, 0, 0, 0, 0, 0, NULL, NULL, 0, 0, NULL},
 };
 
@@ -81,6 +97,15 @@ typedef struct env_list {
   size_t count;
 } env_list_t;
 
+typedef struct cidr_list {
+  ten_cidr_t *items;
+  size_t count;
+} cidr_list_t;
+
+_Static_assert(offsetof(ten_settings_t, trusted_proxy_count) ==
+                   offsetof(ten_settings_t, trusted_proxies) + sizeof(ten_cidr_t *),
+               "trusted_proxies and its count must be adjacent");
+
 /* ten_service_conf_t keeps env and env_count side by side. */
 _Static_assert(offsetof(ten_service_conf_t, env_count) ==
                    offsetof(ten_service_conf_t, env) + sizeof(ten_env_var_t *),
@@ -99,7 +124,9 @@ void ten_schema_defaults(const ten_option_t *opts, void *target) {
     case TEN_OPT_BOOL:
     case TEN_OPT_AUTO: *FIELD(target, o, bool) = o->def_num != 0; break;
     case TEN_OPT_ENUM: *FIELD(target, o, int) = (int)o->def_num; break;
-    case TEN_OPT_ENV: break;
+    case TEN_OPT_SIZE: *FIELD(target, o, int64_t) = (int64_t)o->def_num; break;
+    case TEN_OPT_ENV:
+    case TEN_OPT_CIDRS: break;
     default:
       free(*FIELD(target, o, char *));
       *FIELD(target, o, char *) = o->def_str ? ten_xstrdup(o->def_str) : NULL;
@@ -121,6 +148,11 @@ void ten_schema_free(const ten_option_t *opts, void *target) {
       free(env->vars);
       env->vars = NULL;
       env->count = 0;
+    } else if (o->type == TEN_OPT_CIDRS) {
+      cidr_list_t *list = FIELD(target, o, cidr_list_t);
+      free(list->items);
+      list->items = NULL;
+      list->count = 0;
     }
   }
 }
@@ -154,6 +186,25 @@ static int key_error(ten_schema_ctx_t *ctx, ten_err_t *err, const char *key, con
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
   int line = key ? key_line(ctx, key) : ctx->line;
+  return ten_errf(err, UV_EINVAL, "%s:%d: %s: %s", ctx->path, line, ctx->what, detail);
+}
+
+/* key_error for an entry of a table option (env = { NAME = ... }): the
+ * line of NAME inside that table. */
+static int entry_error(ten_schema_ctx_t *ctx, ten_err_t *err, const char *option,
+                       const char *entry, const char *fmt, ...) TEN_PRINTF(5, 6);
+
+static int entry_error(ten_schema_ctx_t *ctx, ten_err_t *err, const char *option,
+                       const char *entry, const char *fmt, ...) {
+  char detail[768];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  int block_line = ctx->line;
+  ctx->line = key_line(ctx, option);
+  int line = key_line(ctx, entry);
+  ctx->line = block_line;
   return ten_errf(err, UV_EINVAL, "%s:%d: %s: %s", ctx->path, line, ctx->what, detail);
 }
 
@@ -296,7 +347,7 @@ static int apply_env(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
     const char *name = lua_tostring(L, -2);
     int t = lua_type(L, -1);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) {
-      int rc = key_error(ctx, err, name, "env %s must be a string or number, got %s", name,
+      int rc = entry_error(ctx, err, o->name, name, "env %s must be a string or number, got %s", name,
                          describe(L, -1, got, sizeof got));
       lua_pop(L, 2);
       return rc;
@@ -306,7 +357,7 @@ static int apply_env(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
     const char *value = lua_tostring(L, -1);
     ten_err_t why;
     if (ten_template_check(value, o->placeholders, &why)) {
-      int rc = key_error(ctx, err, name, "env %s: %s", name, why.msg);
+      int rc = entry_error(ctx, err, o->name, name, "env %s: %s", name, why.msg);
       lua_pop(L, 3);
       return rc;
     }
@@ -317,6 +368,65 @@ static int apply_env(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
     lua_pop(L, 2); /* the copy and the value; the key stays for lua_next */
   }
   qsort(env->vars, env->count, sizeof *env->vars, cmp_env);
+  return 0;
+}
+
+/* 1048576, "1024k", "10m", "1g" -> bytes; -1 if malformed. */
+static int64_t parse_size(const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || v < 0) return -1;
+  double mult = 1;
+  switch (*end) {
+  case 'k': case 'K': mult = 1024.0; end++; break;
+  case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+  case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+  default: break;
+  }
+  if (*end == 'b' || *end == 'B') end++;
+  if (*end) return -1;
+  return (int64_t)(v * mult);
+}
+
+static int apply_size(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, void *target,
+                      ten_err_t *err) {
+  lua_State *L = ctx->L;
+  char got[96];
+  int64_t v = -1;
+  if (lua_isinteger(L, vidx)) v = (int64_t)lua_tointeger(L, vidx);
+  else if (lua_type(L, vidx) == LUA_TSTRING) v = parse_size(lua_tostring(L, vidx));
+  if (v < (int64_t)o->min || (double)v > o->max)
+    return key_error(ctx, err, o->name,
+                     "'%s' must be a size in bytes, like 1048576 or \"10m\", got %s", o->name,
+                     describe(L, vidx, got, sizeof got));
+  *FIELD(target, o, int64_t) = v;
+  return 0;
+}
+
+static int apply_cidrs(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, void *target,
+                       ten_err_t *err) {
+  lua_State *L = ctx->L;
+  char got[96];
+  if (!lua_istable(L, vidx))
+    return key_error(ctx, err, o->name, "'%s' must be a list like { \"10.0.0.0/8\" }, got %s",
+                     o->name, describe(L, vidx, got, sizeof got));
+  cidr_list_t *list = FIELD(target, o, cidr_list_t);
+  lua_Integer n = luaL_len(L, vidx);
+  list->items = ten_xcalloc((size_t)n + 1, sizeof *list->items);
+  list->count = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, vidx, i);
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (!s || ten_cidr_parse(s, &list->items[list->count]) != 0) {
+      int rc = key_error(ctx, err, o->name,
+                         "'%s'[%lld] must be an address or range like \"10.0.0.0/8\", got %s",
+                         o->name, (long long)i, describe(L, -1, got, sizeof got));
+      lua_pop(L, 1);
+      return rc;
+    }
+    list->count++;
+    lua_pop(L, 1);
+  }
   return 0;
 }
 
@@ -370,6 +480,8 @@ static int apply_one(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
                      describe(L, vidx, got, sizeof got));
   }
   case TEN_OPT_ENV: return apply_env(o, ctx, vidx, target, err);
+  case TEN_OPT_SIZE: return apply_size(o, ctx, vidx, target, err);
+  case TEN_OPT_CIDRS: return apply_cidrs(o, ctx, vidx, target, err);
   default: return key_error(ctx, err, o->name, "'%s': unsupported option type", o->name);
   }
 }
@@ -430,6 +542,18 @@ void ten_schema_to_json(const ten_option_t *opts, const void *target, ten_jw_t *
         ten_jw_null(w);
       break;
     case TEN_OPT_ENUM: ten_jw_str(w, o->choices[*CFIELD(target, o, int)]); break;
+    case TEN_OPT_SIZE: ten_jw_int(w, *CFIELD(target, o, int64_t)); break;
+    case TEN_OPT_CIDRS: {
+      const cidr_list_t *list = CFIELD(target, o, cidr_list_t);
+      ten_jw_arr(w);
+      for (size_t i = 0; i < list->count; i++) {
+        char text[64];
+        ten_cidr_format(&list->items[i], text, sizeof text);
+        ten_jw_str(w, text);
+      }
+      ten_jw_arr_end(w);
+      break;
+    }
     case TEN_OPT_ENV: {
       const env_list_t *env = CFIELD(target, o, env_list_t);
       ten_jw_obj(w);
@@ -452,6 +576,12 @@ bool ten_schema_differs(const ten_option_t *o, const void *a, const void *b) {
   case TEN_OPT_INT:
   case TEN_OPT_ENUM: return *CFIELD(a, o, int) != *CFIELD(b, o, int);
   case TEN_OPT_SECONDS: return *CFIELD(a, o, double) != *CFIELD(b, o, double);
+  case TEN_OPT_SIZE: return *CFIELD(a, o, int64_t) != *CFIELD(b, o, int64_t);
+  case TEN_OPT_CIDRS: {
+    const cidr_list_t *la = CFIELD(a, o, cidr_list_t), *lb = CFIELD(b, o, cidr_list_t);
+    return la->count != lb->count ||
+           (la->count && memcmp(la->items, lb->items, la->count * sizeof *la->items) != 0);
+  }
   case TEN_OPT_BOOL:
   case TEN_OPT_AUTO: return *CFIELD(a, o, bool) != *CFIELD(b, o, bool);
   case TEN_OPT_ENV: {

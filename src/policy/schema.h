@@ -23,7 +23,9 @@ typedef enum ten_opt_type {
   TEN_OPT_BOOL,
   TEN_OPT_ENUM, /* one of .choices; stored as the index (an enum value) */
   TEN_OPT_ENV,  /* table of NAME = template string (or number) */
-  TEN_OPT_AUTO, /* the string "auto" only; stored as bool */
+  TEN_OPT_AUTO,      /* the string "auto" only; stored as bool */
+  TEN_OPT_SIZE,      /* bytes: an integer, or "512k", "10m", "1g" (int64_t) */
+  TEN_OPT_CIDRS,     /* list like { "10.0.0.0/8" } (ten_cidr_t array, then a size_t count) */
 } ten_opt_type_t;
 
 enum {

@@ -396,9 +396,12 @@ static int parse_object(parser_t *ps, ten_json_t *v, int depth) {
 }
 
 static int parse_value(parser_t *ps, ten_json_t *v, int depth) {
-  if (depth >= TEN_JSON_MAX_DEPTH) return fail(ps, "nested too deeply");
   skip_ws(ps);
   if (ps->p >= ps->end) return fail(ps, "unexpected end of input");
+  /* depth counts the containers around this value: at most
+   * TEN_JSON_MAX_DEPTH arrays or objects may nest. */
+  if ((*ps->p == '{' || *ps->p == '[') && depth >= TEN_JSON_MAX_DEPTH)
+    return fail(ps, "nested too deeply");
   switch (*ps->p) {
   case '{': return parse_object(ps, v, depth);
   case '[': return parse_array(ps, v, depth);
