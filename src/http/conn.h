@@ -21,7 +21,7 @@
 #define TEN_HTTP_LOW_WATER  (64 * 1024)
 
 #define TEN_HTTP_MAX_HEADERS    100
-#define TEN_HTTP_MAX_HEAD       (32 * 1024)
+#define TEN_HTTP_MAX_HEAD       (60 * 1024) /* the most max_header_size may be */
 #define TEN_HTTP_LOCAL_BODY_MAX (1024 * 1024)
 #define TEN_HTTP_DISCARD_MAX    (1024 * 1024)
 
@@ -32,13 +32,14 @@ typedef struct ten__header {
 } ten__header_t;
 
 /* A parsed message head (request or response), copied into `arena` as it
- * streams in, bounded by TEN_HTTP_MAX_HEAD. */
+ * streams in, bounded by `limit` (at most TEN_HTTP_MAX_HEAD). */
 typedef struct ten__head {
   ten_buf_t arena;
   uint32_t target_off, target_len; /* request URL or response reason */
   ten__header_t headers[TEN_HTTP_MAX_HEADERS];
   unsigned count;
   int last; /* 0 none, 1 field, 2 value: a field after a value starts a header */
+  uint32_t limit; /* bytes allowed; 0 means TEN_HTTP_MAX_HEAD */
   bool too_large;
   bool too_many;
 } ten__head_t;
@@ -59,6 +60,7 @@ typedef enum ten__mode {
   TEN_MODE_LOCAL,   /* a local handler; the body is collected for it */
   TEN_MODE_PROXY,   /* forwarding to an upstream */
   TEN_MODE_DISCARD, /* answered already; the rest of the request body is skipped */
+  TEN_MODE_TUNNEL,  /* after a 101: bytes flow both ways untouched */
 } ten__mode_t;
 
 typedef enum ten__pause {
@@ -101,10 +103,17 @@ struct ten__conn {
   bool closing;
   bool client_eof;
   bool in_flight; /* counted in requests_in_flight */
+  bool obs_fold;  /* a header line was folded (obs-fold): refused */
+  const char *exec_start; /* where the current llhttp_execute began */
+  int64_t body_bytes;     /* request body bytes seen (max_body_size) */
+  bool body_too_large;
 
   size_t write_pending; /* bytes queued to the client */
   unsigned writes;      /* write requests in flight */
-  char client_ip[48];
+  char client_ip[48]; /* the peer */
+  char real_ip[48];   /* the client, looking through trusted proxies */
+  bool peer_trusted;  /* the peer is in settings.trusted_proxies */
+  bool upgrade;       /* the request asks for a protocol upgrade */
 };
 typedef struct ten__conn ten__conn_t;
 
@@ -144,6 +153,16 @@ void ten__conn_error(ten__conn_t *c, int status, const char *message, const char
                      const char *extra_headers);
 /* Re-evaluate whether to read from the client (after backpressure eases). */
 void ten__conn_update_reading(ten__conn_t *c);
+/* The upstream accepted an upgrade (101, head already queued): from now on
+ * the connection is a two-way tunnel. */
+void ten__conn_tunnel(ten__conn_t *c);
+/* Tunnel: the upstream will send no more; half-close towards the client. */
+void ten__conn_shutdown_write(ten__conn_t *c);
+
+/* The request parser's callbacks, and the checks run on a complete head
+ * (strictness, client address, route): exposed for the fuzz target. */
+const llhttp_settings_t *ten__request_settings(void);
+const char *ten__request_head_check(ten__conn_t *c);
 
 /* proxy.c, for server.c */
 void ten__proxy_start(ten__conn_t *c);
@@ -156,6 +175,8 @@ void ten__proxy_detach(ten__conn_t *c);
 void ten__proxy_client_drained(ten__conn_t *c);
 /* The upstream queue is above the high mark: true while the client must wait. */
 bool ten__proxy_backpressure(const ten__conn_t *c);
+/* Tunnel: the client will send no more; half-close towards the upstream. */
+void ten__proxy_tunnel_client_eof(ten__conn_t *c);
 void ten__proxy_init(ten_http_server_t *s);
 void ten__proxy_shutdown(ten_http_server_t *s);
 

@@ -17,7 +17,8 @@ void ten__head_reset(ten__head_t *h) {
 }
 
 int ten__head_append(ten__head_t *h, int kind, const char *at, size_t len) {
-  if (h->arena.len + len > TEN_HTTP_MAX_HEAD) {
+  uint32_t limit = h->limit ? h->limit : TEN_HTTP_MAX_HEAD;
+  if (h->arena.len + len > limit) {
     h->too_large = true;
     return -1;
   }

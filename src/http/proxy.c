@@ -66,6 +66,9 @@ struct ten__upstream {
   bool got_bytes; /* the upstream sent something for this exchange */
   bool dechunk;   /* HTTP/1.0 client: forward the de-chunked body */
   bool retried;
+  bool tunnel;     /* after a 101: raw bytes both ways */
+  bool up_eof;     /* tunnel: the instance closed its side */
+  bool client_eof; /* tunnel: the client closed its side */
 };
 
 static llhttp_settings_t response_settings;
@@ -310,56 +313,96 @@ bool ten__proxy_backpressure(const ten__conn_t *c) {
 
 /* ------------------------------------------------------------ the request head */
 
-static bool skip_request_header(const ten__head_t *h, const ten__header_t *hd) {
-  const char *name = h->arena.data + hd->name_off;
-  size_t len = hd->name_len;
-  return ten__is_hop_by_hop(h, name, len) || ten_strieq(name, len, "x-forwarded-for") ||
-         ten_strieq(name, len, "x-forwarded-proto") || ten_strieq(name, len, "x-forwarded-host");
+/* Appends to a fixed buffer; remembers if anything did not fit. */
+typedef struct head_writer {
+  char *p, *end;
+  bool overflow;
+} head_writer_t;
+
+static void hw_put(head_writer_t *w, const char *s, size_t n) {
+  if ((size_t)(w->end - w->p) < n) {
+    w->overflow = true;
+    return;
+  }
+  memcpy(w->p, s, n);
+  w->p += n;
+}
+#define HW_LIT(w, lit) hw_put((w), (lit), sizeof(lit) - 1)
+static void hw_str(head_writer_t *w, const char *s) { hw_put(w, s, strlen(s)); }
+
+static void hw_header(head_writer_t *w, const ten__head_t *h, const ten__header_t *hd) {
+  hw_put(w, h->arena.data + hd->name_off, hd->name_len);
+  HW_LIT(w, ": ");
+  hw_put(w, h->arena.data + hd->value_off, hd->value_len);
+  HW_LIT(w, "\r\n");
 }
 
-/* Builds the head sent upstream into one iobuf; false if it does not fit. */
+static bool is_forwarding_header(const char *name, size_t len) {
+  return ten_strieq(name, len, "x-forwarded-for") || ten_strieq(name, len, "x-forwarded-proto") ||
+         ten_strieq(name, len, "x-forwarded-host") || ten_strieq(name, len, "x-real-ip");
+}
+
+/* Builds the head sent upstream straight into an iobuf (no allocation);
+ * false if it does not fit. Hop-by-hop headers are dropped, except the
+ * Upgrade pair of an upgrade request. X-Forwarded-For is appended to; the
+ * -Proto and -Host a client sent are kept only from a trusted proxy;
+ * X-Real-IP is the client address as ten determined it. */
 static bool build_request_head(ten__conn_t *c, ten_iobuf_t *b, size_t *out_len) {
   const ten__head_t *h = &c->head;
-  ten_buf_t out = TEN_BUF_INIT;
-  ten_buf_reserve(&out, h->arena.len + 256);
-  ten_buf_printf(&out, "%s ", llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
-  ten_buf_append(&out, h->arena.data + h->target_off, h->target_len);
-  ten_buf_puts(&out, " HTTP/1.1\r\n");
-  size_t xff_len = 0;
-  bool have_xff = false;
+  head_writer_t w = {b->data, b->data + b->size, false};
+  bool trusted = c->peer_trusted;
+  hw_str(&w, llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
+  HW_LIT(&w, " ");
+  hw_put(&w, h->arena.data + h->target_off, h->target_len);
+  HW_LIT(&w, " HTTP/1.1\r\n");
+  bool have_xff = false, have_proto = false, have_fhost = false;
+  const ten__header_t *upgrade = NULL;
   for (unsigned i = 0; i < h->count; i++) {
     const ten__header_t *hd = &h->headers[i];
-    if (skip_request_header(h, hd)) continue;
-    ten_buf_append(&out, h->arena.data + hd->name_off, hd->name_len);
-    ten_buf_puts(&out, ": ");
-    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
-    ten_buf_puts(&out, "\r\n");
+    const char *name = h->arena.data + hd->name_off;
+    if (c->upgrade && ten_strieq(name, hd->name_len, "upgrade")) upgrade = hd;
+    if (ten__is_hop_by_hop(h, name, hd->name_len)) continue;
+    if (is_forwarding_header(name, hd->name_len)) {
+      if (trusted && ten_strieq(name, hd->name_len, "x-forwarded-proto")) {
+        hw_header(&w, h, hd);
+        have_proto = true;
+      } else if (trusted && ten_strieq(name, hd->name_len, "x-forwarded-host")) {
+        hw_header(&w, h, hd);
+        have_fhost = true;
+      }
+      continue;
+    }
+    hw_header(&w, h, hd);
+  }
+  if (upgrade) {
+    HW_LIT(&w, "Connection: upgrade\r\n");
+    hw_header(&w, h, upgrade);
   }
   /* X-Forwarded-For: what earlier proxies said, then the peer we saw. */
-  ten_buf_puts(&out, "X-Forwarded-For: ");
+  HW_LIT(&w, "X-Forwarded-For: ");
   for (unsigned i = 0; i < h->count; i++) {
     const ten__header_t *hd = &h->headers[i];
     if (!ten_strieq(h->arena.data + hd->name_off, hd->name_len, "x-forwarded-for")) continue;
-    if (have_xff) ten_buf_puts(&out, ", ");
-    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
+    if (have_xff) HW_LIT(&w, ", ");
+    hw_put(&w, h->arena.data + hd->value_off, hd->value_len);
     have_xff = true;
-    xff_len += hd->value_len;
   }
-  if (have_xff) ten_buf_puts(&out, ", ");
-  ten_buf_puts(&out, c->client_ip[0] ? c->client_ip : "unknown");
-  ten_buf_puts(&out, "\r\nX-Forwarded-Proto: http\r\n");
-  size_t host_len;
-  const char *host = ten__head_get(h, "host", &host_len);
-  ten_buf_puts(&out, "X-Forwarded-Host: ");
-  ten_buf_append(&out, host, host_len);
-  ten_buf_puts(&out, "\r\n\r\n");
-  bool fits = out.len <= b->size;
-  if (fits) {
-    memcpy(b->data, out.data, out.len);
-    *out_len = out.len;
+  if (have_xff) HW_LIT(&w, ", ");
+  hw_str(&w, c->client_ip[0] ? c->client_ip : "unknown");
+  HW_LIT(&w, "\r\nX-Real-IP: ");
+  hw_str(&w, c->real_ip[0] ? c->real_ip : "unknown");
+  HW_LIT(&w, "\r\n");
+  if (!have_proto) HW_LIT(&w, "X-Forwarded-Proto: http\r\n");
+  if (!have_fhost) {
+    size_t host_len;
+    const char *host = ten__head_get(h, "host", &host_len);
+    HW_LIT(&w, "X-Forwarded-Host: ");
+    hw_put(&w, host, host_len);
+    HW_LIT(&w, "\r\n");
   }
-  ten_buf_free(&out);
-  return fits;
+  HW_LIT(&w, "\r\n");
+  *out_len = (size_t)(w.p - b->data);
+  return !w.overflow;
 }
 
 /* ------------------------------------------------------------ connecting */
@@ -480,6 +523,7 @@ void ten__proxy_start(ten__conn_t *c) {
   up->head_sent = up->resp_done = up->req_sent = up->body_sent = up->got_bytes = false;
   up->dechunk = false;
   up->retried = false;
+  up->tunnel = up->up_eof = up->client_eof = false;
   up->resume_pending = false;
   ten__head_reset(&up->head);
   llhttp_init(&up->parser, HTTP_RESPONSE, &response_settings);
@@ -574,12 +618,15 @@ static void init_response_settings(void) {
   response_settings.on_message_complete = on_resp_message_complete;
 }
 
-/* Rewrites the response head for the client and queues it. */
+/* Rewrites the response head for the client and queues it, written
+ * straight into an iobuf. A 101 keeps its Upgrade header and turns the
+ * exchange into a tunnel. */
 static void on_response_head(ten__upstream_t *up) {
   ten__conn_t *c = up->client;
   const ten__head_t *h = &up->head;
   int status = llhttp_get_status_code(&up->parser);
-  bool interim = status >= 100 && status < 200;
+  bool switching = status == 101;
+  bool interim = status >= 100 && status < 200 && !switching;
   bool head_request = llhttp_get_method(&c->parser) == HTTP_HEAD;
   if (head_request && !interim) up->parser.flags |= F_SKIPBODY;
 
@@ -587,53 +634,50 @@ static void on_response_head(ten__upstream_t *up) {
       llhttp_get_http_major(&c->parser) == 1 && llhttp_get_http_minor(&c->parser) == 0;
   bool chunked = (up->parser.flags & F_CHUNKED) != 0;
   bool has_length = (up->parser.flags & F_CONTENT_LENGTH) != 0;
-  bool bodyless = head_request || status == 204 || status == 304 || interim;
-  if (!interim) {
+  bool bodyless = head_request || status == 204 || status == 304 || interim || switching;
+  if (!interim && !switching) {
     if (!bodyless && !chunked && !has_length) c->keep_alive = false; /* ends at close */
     if (client_http10 && chunked && !head_request) {
       up->dechunk = true; /* HTTP/1.0 has no chunked: the close ends the body */
       c->keep_alive = false;
     }
-    if (!llhttp_should_keep_alive(&up->parser) && !has_length && !chunked && !bodyless)
-      c->keep_alive = false;
   }
 
-  ten_buf_t out = TEN_BUF_INIT;
-  ten_buf_reserve(&out, h->arena.len + 128);
-  ten_buf_printf(&out, "HTTP/1.1 %d ", status);
-  if (h->target_len)
-    ten_buf_append(&out, h->arena.data + h->target_off, h->target_len);
-  else
-    ten_buf_puts(&out, ten_http_status_text(status));
-  ten_buf_puts(&out, "\r\n");
+  ten_iobuf_t *b = ten_iobuf_get();
+  head_writer_t w = {b->data, b->data + b->size, false};
+  char status_line[32];
+  int n = snprintf(status_line, sizeof status_line, "HTTP/1.1 %d ", status);
+  hw_put(&w, status_line, (size_t)n);
+  if (h->target_len) hw_put(&w, h->arena.data + h->target_off, h->target_len);
+  else hw_str(&w, ten_http_status_text(status));
+  HW_LIT(&w, "\r\n");
   for (unsigned i = 0; i < h->count; i++) {
     const ten__header_t *hd = &h->headers[i];
     const char *name = h->arena.data + hd->name_off;
-    if (ten__is_hop_by_hop(h, name, hd->name_len)) continue;
+    bool keep_upgrade = switching && ten_strieq(name, hd->name_len, "upgrade");
+    if (!keep_upgrade && ten__is_hop_by_hop(h, name, hd->name_len)) continue;
     if (up->dechunk && ten_strieq(name, hd->name_len, "transfer-encoding")) continue;
-    ten_buf_append(&out, name, hd->name_len);
-    ten_buf_puts(&out, ": ");
-    ten_buf_append(&out, h->arena.data + hd->value_off, hd->value_len);
-    ten_buf_puts(&out, "\r\n");
+    hw_header(&w, h, hd);
   }
-  if (!interim) {
-    if (!c->keep_alive || c->server->shutting_down)
-      ten_buf_puts(&out, "Connection: close\r\n");
-    else if (client_http10)
-      ten_buf_puts(&out, "Connection: keep-alive\r\n");
-  }
-  ten_buf_puts(&out, "\r\n");
+  if (switching)
+    HW_LIT(&w, "Connection: upgrade\r\n");
+  else if (!interim && (!c->keep_alive || c->server->shutting_down))
+    HW_LIT(&w, "Connection: close\r\n");
+  else if (!interim && client_http10)
+    HW_LIT(&w, "Connection: keep-alive\r\n");
+  HW_LIT(&w, "\r\n");
 
   /* HTTP/1.0 clients get no interim responses (RFC 9110 15.2). */
-  if (!(interim && client_http10)) {
-    ten_iobuf_t *b = ten_iobuf_get();
-    size_t n = TEN_MIN(out.len, (size_t)b->size);
-    memcpy(b->data, out.data, n);
-    ten__conn_write(c, b, b->data, n);
-    ten_iobuf_unref(b);
+  if (!(interim && client_http10) && !w.overflow) {
+    ten__conn_write(c, b, b->data, (size_t)(w.p - b->data));
     c->resp_started = true;
   }
-  ten_buf_free(&out);
+  ten_iobuf_unref(b);
+  if (w.overflow) {
+    fail_exchange(up, 502, "the instance's response head is too large", 0);
+    return;
+  }
+  if (switching) up->tunnel = true;
   if (!interim) {
     up->head_sent = true;
     /* Past this point a retry is impossible: drop the saved head. */
@@ -645,7 +689,11 @@ static void on_response_head(ten__upstream_t *up) {
 
 static void up_process(ten__upstream_t *up) {
   static const char nothing[1];
-  while (!up->closing && up->client) {
+  if (up->tunnel && up->client && up->rbuf && up->rpos < up->rlen) {
+    ten__conn_write(up->client, up->rbuf, up->rbuf->data + up->rpos, up->rlen - up->rpos);
+    up->rpos = up->rlen;
+  }
+  while (!up->closing && up->client && !up->tunnel) {
     const char *start;
     size_t avail;
     bool from_buffer = up->rbuf && up->rpos < up->rlen;
@@ -677,10 +725,24 @@ static void up_process(ten__upstream_t *up) {
     llhttp_resume(&up->parser);
     if (up->pause == TEN_PAUSE_HEAD) {
       up->resume_pending = true;
+      if (llhttp_get_status_code(&up->parser) == 101 && !up->client->upgrade) {
+        fail_exchange(up, 502, "the instance switched protocols unasked", 0);
+        return;
+      }
       on_response_head(up);
+      if (up->closing || !up->client) return;
+      if (up->tunnel) {
+        /* Everything after the 101 head belongs to the new protocol. */
+        if (up->rbuf && up->rpos < up->rlen)
+          ten__conn_write(up->client, up->rbuf, up->rbuf->data + up->rpos, up->rlen - up->rpos);
+        up->rpos = up->rlen;
+        uv_timer_stop(&up->timer);
+        ten__conn_tunnel(up->client);
+        break;
+      }
     } else if (up->pause == TEN_PAUSE_DONE) {
       int status = llhttp_get_status_code(&up->parser);
-      if (status >= 100 && status < 200 && status != 101) continue; /* the final response follows */
+      if (status >= 100 && status < 200) continue; /* the final response follows */
       up->resp_done = true;
       bool clean = !up->rbuf || up->rpos == up->rlen; /* nothing after the response */
       exchange_end(up, clean);
@@ -700,6 +762,47 @@ static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = b->size;
 }
 
+/* ------------------------------------------------------------ tunnels */
+
+/* Ends a tunnel once both sides have closed, or at once if one failed. */
+static void tunnel_maybe_end(ten__upstream_t *up, bool failed) {
+  ten__conn_t *c = up->client;
+  if (!failed && !(up->up_eof && up->client_eof)) return;
+  up->client = NULL;
+  if (c) {
+    c->up = NULL;
+    if (c->inst) {
+      ten_instance_release(c->inst);
+      c->inst = NULL;
+    }
+    if (failed) ten__conn_abort(c);
+    else ten__conn_response_done(c); /* both said goodbye: close after the last write */
+  }
+  up_close(up);
+}
+
+static void on_up_shutdown(uv_shutdown_t *req, int status) { free(req); }
+
+static void tunnel_up_eof(ten__upstream_t *up, int status) {
+  up->up_eof = true;
+  if (status != UV_EOF) {
+    tunnel_maybe_end(up, true);
+    return;
+  }
+  if (up->client) ten__conn_shutdown_write(up->client);
+  up_update_reading(up);
+  tunnel_maybe_end(up, false);
+}
+
+void ten__proxy_tunnel_client_eof(ten__conn_t *c) {
+  ten__upstream_t *up = c->up;
+  if (!up) return;
+  up->client_eof = true;
+  uv_shutdown_t *req = ten_xmalloc(sizeof *req);
+  if (uv_shutdown(req, &up->h.stream, on_up_shutdown) < 0) free(req);
+  tunnel_maybe_end(up, false);
+}
+
 static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   ten__upstream_t *up = stream->data;
   ten_iobuf_t *b =
@@ -716,6 +819,10 @@ static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   }
   if (nread < 0) {
     ten_iobuf_unref(b);
+    if (up->tunnel) {
+      tunnel_up_eof(up, (int)nread);
+      return;
+    }
     if (nread == UV_EOF && up->head_sent && llhttp_message_needs_eof(&up->parser)) {
       /* A body delimited by the close is complete now. */
       llhttp_finish(&up->parser);
@@ -730,7 +837,7 @@ static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   up->rbuf = b;
   up->rpos = 0;
   up->rlen = (size_t)nread;
-  arm_response_timeout(up); /* the instance is answering: the timeout restarts */
+  if (!up->tunnel) arm_response_timeout(up); /* the instance is answering: restart the clock */
   up_process(up);
 }
 
@@ -740,10 +847,11 @@ static void up_update_reading(ten__upstream_t *up) {
   if (up->in_pool)
     want = true; /* to notice when the app closes it */
   else
-    want = up->client && !up->rbuf && up->client->write_pending < TEN_HTTP_HIGH_WATER;
+    want = up->client && !up->rbuf && !up->up_eof &&
+           up->client->write_pending < TEN_HTTP_HIGH_WATER;
   if (want && !up->reading) {
     if (uv_read_start(&up->h.stream, on_up_alloc, on_up_read) == 0) up->reading = true;
-    if (!up->in_pool && up->client) arm_response_timeout(up);
+    if (!up->in_pool && up->client && !up->tunnel) arm_response_timeout(up);
   } else if (!want && up->reading) {
     uv_read_stop(&up->h.stream);
     up->reading = false;

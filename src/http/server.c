@@ -10,11 +10,13 @@
 #include <string.h>
 #include <strings.h>
 
-/* Timeouts for the client side (seconds). */
-#define KEEPALIVE_TIMEOUT_MS 75000
-#define HEADER_TIMEOUT_MS    30000
-#define BODY_TIMEOUT_MS      60000
-#define LINGER_MS            2000
+#define LINGER_MS 2000
+
+static uint64_t ms_of(double seconds) { return seconds <= 0 ? 1 : (uint64_t)(seconds * 1000.0); }
+#define SETTINGS(c)          (&(c)->server->config->settings)
+#define KEEPALIVE_TIMEOUT_MS ms_of(SETTINGS(c)->keepalive_timeout)
+#define HEADER_TIMEOUT_MS    ms_of(SETTINGS(c)->header_timeout)
+#define BODY_TIMEOUT_MS      ms_of(SETTINGS(c)->client_timeout)
 
 static llhttp_settings_t request_settings;
 
@@ -64,6 +66,10 @@ const char *ten_http_status_text(int status) {
 static int on_message_begin(llhttp_t *p) {
   ten__conn_t *c = p->data;
   ten__head_reset(&c->head);
+  c->head.limit = (uint32_t)SETTINGS(c)->max_header_size;
+  c->obs_fold = false;
+  c->body_bytes = 0;
+  c->body_too_large = false;
   /* The first byte of a request: from now on the head must arrive in time. */
   arm(c, HEADER_TIMEOUT_MS);
   return 0;
@@ -83,6 +89,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ten__conn_t *c = p->data;
   if (c->mode != TEN_MODE_HEAD) return 0;
+  /* llhttp accepts obs-fold (RFC 9112 5.2) and reports the folded line as a
+   * second piece of the value from the middle of the buffer; a value split
+   * by a read boundary continues at the start of the next buffer instead. */
+  if (c->head.last == 2 && at != c->exec_start) {
+    c->obs_fold = true;
+    return HPE_USER;
+  }
   return ten__head_append(&c->head, 2, at, len) ? HPE_USER : 0;
 }
 
@@ -94,6 +107,12 @@ static int on_headers_complete(llhttp_t *p) {
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ten__conn_t *c = p->data;
+  c->body_bytes += (int64_t)len;
+  int64_t max = SETTINGS(c)->max_body_size;
+  if (max > 0 && c->body_bytes > max && c->mode != TEN_MODE_DISCARD) {
+    c->body_too_large = true;
+    return HPE_USER;
+  }
   if (c->mode == TEN_MODE_LOCAL) {
     if (c->head.arena.len - c->local_body_off + len > TEN_HTTP_LOCAL_BODY_MAX) return HPE_USER;
     ten_buf_append(&c->head.arena, at, len);
@@ -125,6 +144,11 @@ static void init_settings(void) {
   request_settings.on_headers_complete = on_headers_complete;
   request_settings.on_body = on_body;
   request_settings.on_message_complete = on_message_complete;
+}
+
+const llhttp_settings_t *ten__request_settings(void) {
+  init_settings();
+  return &request_settings;
 }
 
 /* ------------------------------------------------------------ timers */
@@ -213,14 +237,14 @@ static void close_handles(ten__conn_t *c) {
 /* Tears the connection down now; pending writes are cancelled. */
 static void conn_close(ten__conn_t *c) {
   c->closing = true;
-  if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
+  if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
   close_handles(c);
 }
 
 void ten__conn_abort(ten__conn_t *c) {
   c->closing = true;
-  if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
+  if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
   if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
   /* A reset, not a FIN: the client must not take a cut-off response as whole. */
@@ -287,7 +311,7 @@ static void on_client_write(void *owner, int status, size_t len) {
   }
   if (c->closing) return;
   if (was_high && c->write_pending < TEN_HTTP_LOW_WATER) {
-    if (c->mode == TEN_MODE_PROXY) ten__proxy_client_drained(c);
+    if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_client_drained(c);
     ten__conn_update_reading(c);
   }
 }
@@ -335,7 +359,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     ten_iobuf_unref(b);
     if (nread == 0) return;
     c->client_eof = true;
-    if (c->mode == TEN_MODE_HEAD && !request_started(c)) {
+    if (c->mode == TEN_MODE_TUNNEL && nread == UV_EOF) {
+      ten__proxy_tunnel_client_eof(c); /* half-close: the other way stays open */
+      ten__conn_update_reading(c);
+    } else if (c->mode == TEN_MODE_HEAD && !request_started(c)) {
       conn_close(c); /* an idle client left */
     } else if (c->mode == TEN_MODE_PROXY && !c->resp_done) {
       /* The client gave up before the response was complete. */
@@ -365,10 +392,11 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 
 void ten__conn_update_reading(ten__conn_t *c) {
   if (c->closing || uv_is_closing((uv_handle_t *)&c->tcp)) return;
+  bool proxied = c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL;
   bool backpressure = c->write_pending >= TEN_HTTP_HIGH_WATER ||
-                      (c->mode == TEN_MODE_PROXY && ten__proxy_backpressure(c));
+                      (proxied && ten__proxy_backpressure(c));
   bool want = !c->rbuf && !c->client_eof && !backpressure;
-  bool in_body = c->mode != TEN_MODE_HEAD && !c->req_done;
+  bool in_body = c->mode != TEN_MODE_HEAD && c->mode != TEN_MODE_TUNNEL && !c->req_done;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
     if (in_body) arm(c, BODY_TIMEOUT_MS);
@@ -475,7 +503,39 @@ const char *ten_http_req_body(const ten_http_request_t *r, size_t *len) {
   return r->head.arena.data + r->local_body_off;
 }
 
-const char *ten_http_req_client_ip(const ten_http_request_t *r) { return r->client_ip; }
+const char *ten_http_req_client_ip(const ten_http_request_t *r) { return r->real_ip; }
+
+/* The client's address for ten's own purposes: the peer, unless the peer is
+ * a trusted proxy; then the rightmost X-Forwarded-For entry that is not one
+ * (a client can prepend anything, but not what its proxies appended). */
+static void resolve_client_ip(ten__conn_t *c) {
+  const ten_settings_t *set = SETTINGS(c);
+  snprintf(c->real_ip, sizeof c->real_ip, "%s", c->client_ip);
+  c->peer_trusted = ten_cidr_match_any(set->trusted_proxies, set->trusted_proxy_count, c->client_ip);
+  if (!c->peer_trusted) return;
+  const ten__head_t *h = &c->head;
+  for (int i = (int)h->count - 1; i >= 0; i--) {
+    const ten__header_t *hd = &h->headers[i];
+    if (!ten_strieq(h->arena.data + hd->name_off, hd->name_len, "x-forwarded-for")) continue;
+    const char *v = h->arena.data + hd->value_off;
+    size_t end = hd->value_len;
+    while (end > 0) {
+      size_t start = end;
+      while (start > 0 && v[start - 1] != ',') start--;
+      size_t a = start, z = end;
+      while (a < z && (v[a] == ' ' || v[a] == '\t')) a++;
+      while (z > a && (v[z - 1] == ' ' || v[z - 1] == '\t')) z--;
+      char ip[48];
+      if (z > a && z - a < sizeof ip) {
+        memcpy(ip, v + a, z - a);
+        ip[z - a] = '\0';
+        snprintf(c->real_ip, sizeof c->real_ip, "%s", ip);
+        if (!ten_cidr_match_any(set->trusted_proxies, set->trusted_proxy_count, ip)) return;
+      }
+      end = start ? start - 1 : 0;
+    }
+  }
+}
 
 void ten_http_respond(ten_http_request_t *c, int status, const char *content_type, const char *body,
                       size_t len, const char *extra_headers) {
@@ -556,20 +616,72 @@ static int count_headers(const ten__head_t *h, const char *name) {
   return n;
 }
 
+/* What llhttp lets through but we do not: whitespace inside a field name
+ * ("Host : x" is a smuggling vector, RFC 9112 5.1). Trailing whitespace of
+ * values is trimmed (it is not part of the value). */
+static const char *check_and_trim_headers(ten__head_t *h) {
+  for (unsigned i = 0; i < h->count; i++) {
+    ten__header_t *hd = &h->headers[i];
+    const char *name = h->arena.data + hd->name_off;
+    for (uint32_t k = 0; k < hd->name_len; k++)
+      if (name[k] == ' ' || name[k] == '\t') return "whitespace in a header field name";
+    const char *value = h->arena.data + hd->value_off;
+    while (hd->value_len && (value[hd->value_len - 1] == ' ' || value[hd->value_len - 1] == '\t'))
+      hd->value_len--;
+  }
+  return NULL;
+}
+
+const char *ten__request_head_check(ten__conn_t *c) {
+  const char *bad = check_and_trim_headers(&c->head);
+  resolve_client_ip(c);
+  size_t host_len = 0;
+  const char *host = ten__head_get(&c->head, "host", &host_len);
+  const char *domain = SETTINGS(c)->domain;
+  if (host) ten_route_host(host, host_len, domain, strlen(domain), &c->route);
+  return bad;
+}
+
 static void on_request_head(ten__conn_t *c) {
   ten_http_server_t *s = c->server;
   s->stats.requests_total++;
   s->stats.requests_in_flight++;
   c->in_flight = true;
-  c->keep_alive = llhttp_should_keep_alive(&c->parser) && !s->shutting_down;
+  c->keep_alive = llhttp_should_keep_alive(&c->parser) && !s->shutting_down &&
+                  SETTINGS(c)->keepalive_timeout > 0;
   arm(c, BODY_TIMEOUT_MS);
+
+  const char *bad = check_and_trim_headers(&c->head);
+  resolve_client_ip(c);
+  if (bad) {
+    c->keep_alive = false;
+    c->req_done = true; /* the framing cannot be trusted: read nothing more */
+    char detail[128];
+    snprintf(detail, sizeof detail, "\"detail\":\"%s\"", bad);
+    send_error_and_discard(c, 400, "malformed request", detail, NULL);
+    return;
+  }
+  int64_t max_body = SETTINGS(c)->max_body_size;
+  if (max_body > 0 && (c->parser.flags & F_CONTENT_LENGTH) &&
+      c->parser.content_length > (uint64_t)max_body) {
+    /* Refused before a byte of it is read; the connection ends with the answer. */
+    c->keep_alive = false;
+    c->req_done = true;
+    char detail[96];
+    snprintf(detail, sizeof detail, "\"max_body_size\":%lld", (long long)max_body);
+    send_error_and_discard(c, 413, "request body too large", detail, NULL);
+    return;
+  }
 
   if (llhttp_get_method(&c->parser) == HTTP_CONNECT) {
     c->keep_alive = false;
     send_error_and_discard(c, 405, "CONNECT is not supported", NULL, NULL);
     return;
   }
-  if (llhttp_get_upgrade(&c->parser)) c->keep_alive = false; /* no tunnels yet */
+  /* An upgrade either becomes a tunnel (101) or ends with its response:
+   * llhttp does not parse past an upgrade request. */
+  c->upgrade = llhttp_get_upgrade(&c->parser) != 0;
+  if (c->upgrade) c->keep_alive = false;
 
   size_t host_len = 0;
   const char *host = ten__head_get(&c->head, "host", &host_len);
@@ -637,7 +749,12 @@ static void parse_error(ten__conn_t *c, llhttp_errno_t err) {
   }
   int status = 400;
   const char *message = "malformed request";
-  if (err == HPE_USER && (c->head.too_large || c->head.too_many)) {
+  if (err == HPE_USER && c->obs_fold) {
+    message = "obsolete line folding in a header (RFC 9112 5.2)";
+  } else if (err == HPE_USER && c->body_too_large) {
+    status = 413;
+    message = "request body too large";
+  } else if (err == HPE_USER && (c->head.too_large || c->head.too_many)) {
     status = 431;
     message = c->head.too_many ? "too many header fields" : "request head too large";
   } else if (err == HPE_USER && c->mode == TEN_MODE_LOCAL) {
@@ -657,8 +774,13 @@ static void parse_error(ten__conn_t *c, llhttp_errno_t err) {
 
 static void conn_process(ten__conn_t *c) {
   static const char nothing[1];
+  if (c->mode == TEN_MODE_TUNNEL) {
+    if (c->rbuf && c->rpos < c->rlen && !c->closing)
+      ten__proxy_body(c, c->rbuf, c->rbuf->data + c->rpos, c->rlen - c->rpos);
+    c->rpos = c->rlen;
+  }
   for (;;) {
-    if (c->closing || c->blocked) break;
+    if (c->closing || c->blocked || c->mode == TEN_MODE_TUNNEL) break;
     const char *start;
     size_t avail;
     bool from_buffer = c->rbuf && c->rpos < c->rlen;
@@ -677,6 +799,7 @@ static void conn_process(ten__conn_t *c) {
     ten__mode_t mode_before = c->mode;
     bool in_body = mode_before != TEN_MODE_HEAD && !c->req_done;
     c->pause = TEN_PAUSE_NONE;
+    c->exec_start = start;
     llhttp_errno_t err = llhttp_execute(&c->parser, start, avail);
     const char *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&c->parser);
     if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
@@ -689,7 +812,8 @@ static void conn_process(ten__conn_t *c) {
       ten__proxy_body(c, c->rbuf, start, (size_t)(stop - start));
     if (from_buffer) c->rpos = (size_t)(stop - c->rbuf->data);
     if (err == HPE_PAUSED_UPGRADE) {
-      c->rpos = c->rlen; /* tunnels are not supported yet: drop the rest */
+      /* The bytes after an upgrade request belong to the tunnel, if the
+       * upstream agrees to one (ten__conn_tunnel). */
       err = HPE_PAUSED;
       c->pause = TEN_PAUSE_DONE;
     }
@@ -759,6 +883,27 @@ void ten__conn_response_done(ten__conn_t *c) {
   exchange_maybe_done(c);
 }
 
+void ten__conn_tunnel(ten__conn_t *c) {
+  if (c->closing) return;
+  c->mode = TEN_MODE_TUNNEL;
+  c->blocked = false;
+  c->resp_done = false;
+  release_in_flight(c); /* a tunnel is not a request in flight */
+  /* Long-lived and possibly idle for hours: no timer, but TCP keepalive so a
+   * vanished peer is noticed. */
+  uv_timer_stop(&c->timer);
+  uv_tcp_keepalive(&c->tcp, 1, 60);
+  conn_process_guarded(c); /* bytes the client sent after the request */
+}
+
+static void on_tunnel_shutdown(uv_shutdown_t *req, int status) { free(req); }
+
+void ten__conn_shutdown_write(ten__conn_t *c) {
+  if (c->closing) return;
+  uv_shutdown_t *req = ten_xmalloc(sizeof *req);
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_tunnel_shutdown) < 0) free(req);
+}
+
 void ten__conn_unblock(ten__conn_t *c) {
   if (c->closing) return;
   c->blocked = false;
@@ -789,6 +934,18 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (s->stats.connections_open > (uint64_t)s->config->settings.max_connections) {
+    /* Over the limit: a short answer and a close, costing the connections
+     * already open nothing. */
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 33\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                               "{\"error\":\"too many connections\"}\n";
+    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    s->stats.connections_refused++;
+    close_handles(c);
+    return;
+  }
   struct sockaddr_storage peer;
   int len = sizeof peer;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) == 0) {
