@@ -173,6 +173,7 @@ static void on_conn_timeout(uv_timer_t *t) {
   }
   if (c->mode == TEN_MODE_HEAD || (c->mode == TEN_MODE_LOCAL && !c->req_done)) {
     c->keep_alive = false;
+    c->req_done = true; /* nothing more is read: the answer ends the connection */
     send_error_and_discard(c, 408, "request timeout", NULL, NULL);
     return;
   }
@@ -828,7 +829,9 @@ static void conn_process(ten__conn_t *c) {
         ten__proxy_request_done(c);
       else if (c->mode == TEN_MODE_LOCAL)
         run_local_handler(c);
-      if (!c->resp_done) {
+      /* A synchronous answer may already have finished the exchange and
+       * reset the connection for the next request (req_done is false then). */
+      if (c->req_done && !c->resp_done) {
         c->blocked = true; /* the next request waits for this response */
         uv_timer_stop(&c->timer);
       }

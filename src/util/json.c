@@ -97,7 +97,7 @@ void ten_jw_num(ten_jw_t *w, double v) {
   before_value(w);
   if (!isfinite(v)) {
     ten_buf_puts(w->out, "null");
-  } else if (v == (double)(int64_t)v && fabs(v) < 1e15) {
+  } else if (fabs(v) < 1e15 && v == (double)(int64_t)v) { /* range first: the cast is UB beyond */
     ten_buf_printf(w->out, "%lld", (long long)v);
   } else {
     ten_buf_printf(w->out, "%.15g", v);
