@@ -53,10 +53,15 @@ describe("routing", function()
     assert.are.equal("no such service", ten.json(resp).error)
   end)
 
-  it("answers the service pool host with a clear 404 until pools exist", function()
-    local resp = server:get("hello.localhost")
-    assert.are.equal(404, resp.status)
-    assert.are.equal("hello", ten.json(resp).service)
+  it("routes the service host across the pool", function()
+    local seen = {}
+    for _ = 1, 10 do
+      local resp = server:get("hello.localhost")
+      assert.are.equal(200, resp.status)
+      seen[ten.json(resp).id] = true
+    end
+    assert.is_true(seen.alpha and seen.beta)
+    assert.are.equal(404, server:get("nosuch.localhost").status)
   end)
 
   it("rejects a request without Host, or with two", function()

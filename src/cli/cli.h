@@ -30,6 +30,7 @@ typedef struct ten_cli_opts {
   bool json;            /* --json */
   bool no_wait;         /* --no-wait */
   bool running;         /* --running (config) */
+  const char *eval;     /* -e / --eval CODE (repl) */
 } ten_cli_opts_t;
 
 /* The config file to use: --config, $TENEMENT_CONFIG, ./tenement.lua if it
@@ -45,5 +46,15 @@ int ten_cli_ps(const ten_cli_opts_t *o);
 int ten_cli_spawn(const ten_cli_opts_t *o);
 int ten_cli_stop(const ten_cli_opts_t *o);
 int ten_cli_restart(const ten_cli_opts_t *o);
+int ten_cli_weight(const ten_cli_opts_t *o);
+int ten_cli_reload(const ten_cli_opts_t *o);
+int ten_cli_repl(const ten_cli_opts_t *o);
+
+/* The control-socket client, for commands that need more than one
+ * request: connect (exit code, message printed), send, receive a line. */
+#include "util/json.h"
+int ten_cli_connect(const ten_cli_opts_t *o, int *fd);
+int ten_cli_send(int fd, const char *data, size_t len);
+int ten_cli_receive(int fd, ten_json_t **doc);
 
 #endif

@@ -67,10 +67,7 @@ static int read_line(int fd, ten_buf_t *line) {
   }
 }
 
-/* Sends one request and reads its reply. Returns an exit code; on 0,
- * r->result is the server's result. Errors are printed here. */
-static int request(const ten_cli_opts_t *o, const char *cmd, const char *args_json, reply_t *r) {
-  memset(r, 0, sizeof *r);
+int ten_cli_connect(const ten_cli_opts_t *o, int *out_fd) {
   char *data_dir;
   int rc = data_dir_of(o, &data_dir);
   if (rc) return rc;
@@ -101,35 +98,55 @@ static int request(const ten_cli_opts_t *o, const char *cmd, const char *args_js
     return TEN_EXIT_ERROR;
   }
   free(data_dir);
+  *out_fd = fd;
+  return TEN_EXIT_OK;
+}
 
-  ten_buf_t out = TEN_BUF_INIT;
-  ten_buf_puts(&out, "{\"cmd\":");
-  ten_json_quote(&out, cmd, strlen(cmd));
-  ten_buf_printf(&out, ",\"args\":%s}\n", args_json ? args_json : "{}");
+int ten_cli_send(int fd, const char *data, size_t len) {
   size_t off = 0;
-  while (off < out.len) {
-    ssize_t w = write(fd, out.data + off, out.len - off);
+  while (off < len) {
+    ssize_t w = write(fd, data + off, len - off);
     if (w < 0 && errno == EINTR) continue;
-    if (w < 0) break;
+    if (w < 0) return -errno;
     off += (size_t)w;
   }
-  ten_buf_free(&out);
+  return 0;
+}
 
+int ten_cli_receive(int fd, ten_json_t **doc) {
   ten_buf_t line = TEN_BUF_INIT;
-  rc = read_line(fd, &line);
-  close(fd);
+  int rc = read_line(fd, &line);
   if (rc) {
     fprintf(stderr, "ten: the server closed the connection without answering\n");
     ten_buf_free(&line);
     return TEN_EXIT_ERROR;
   }
   ten_err_t err;
-  if (ten_json_parse(line.data, line.len, &r->doc, &err)) {
+  rc = ten_json_parse(line.data, line.len, doc, &err);
+  ten_buf_free(&line);
+  if (rc) {
     fprintf(stderr, "ten: unreadable reply from the server: %s\n", err.msg);
-    ten_buf_free(&line);
     return TEN_EXIT_ERROR;
   }
-  ten_buf_free(&line);
+  return TEN_EXIT_OK;
+}
+
+/* Sends one request and reads its reply. Returns an exit code; on 0,
+ * r->result is the server's result. Errors are printed here. */
+static int request(const ten_cli_opts_t *o, const char *cmd, const char *args_json, reply_t *r) {
+  memset(r, 0, sizeof *r);
+  int fd;
+  int rc = ten_cli_connect(o, &fd);
+  if (rc) return rc;
+  ten_buf_t out = TEN_BUF_INIT;
+  ten_buf_puts(&out, "{\"cmd\":");
+  ten_json_quote(&out, cmd, strlen(cmd));
+  ten_buf_printf(&out, ",\"args\":%s}\n", args_json ? args_json : "{}");
+  ten_cli_send(fd, out.data, out.len);
+  ten_buf_free(&out);
+  rc = ten_cli_receive(fd, &r->doc);
+  close(fd);
+  if (rc) return rc;
   bool ok = false;
   ten_json_get_bool(r->doc, "ok", &ok);
   if (!ok) {
@@ -316,6 +333,42 @@ static int instance_command(const ten_cli_opts_t *o, const char *cmd) {
 }
 
 int ten_cli_stop(const ten_cli_opts_t *o) { return instance_command(o, "stop"); }
+
+int ten_cli_weight(const ten_cli_opts_t *o) {
+  char *end;
+  long weight = strtol(o->args[1], &end, 10);
+  if (!*o->args[1] || *end || weight < 0 || weight > 100) {
+    fprintf(stderr, "ten: weight must be a whole number from 0 to 100, got '%s'\n", o->args[1]);
+    return TEN_EXIT_USAGE;
+  }
+  ten_buf_t args = TEN_BUF_INIT;
+  if (!instance_args(o->args[0], o, &args)) {
+    ten_buf_free(&args);
+    return TEN_EXIT_USAGE;
+  }
+  args.len--; /* reopen the object to add the weight */
+  ten_buf_printf(&args, ",\"weight\":%ld}", weight);
+  reply_t r;
+  int rc = request(o, "weight", args.data, &r);
+  ten_buf_free(&args);
+  if (rc) return rc;
+  const ten_json_t *inst = ten_json_get(r.result, "instance");
+  double w = 0;
+  ten_json_get_num(inst, "weight", &w);
+  printf("%s:%s weight %.0f\n", str_or(inst, "service", "?"), str_or(inst, "id", "?"), w);
+  ten_json_free(r.doc);
+  return TEN_EXIT_OK;
+}
+
+int ten_cli_reload(const ten_cli_opts_t *o) {
+  reply_t r;
+  int rc = request(o, "reload", NULL, &r);
+  if (rc) return rc;
+  const char *summary = ten_json_get_str(r.result, "summary");
+  fputs(summary ? summary : "reloaded\n", stdout);
+  ten_json_free(r.doc);
+  return TEN_EXIT_OK;
+}
 int ten_cli_restart(const ten_cli_opts_t *o) { return instance_command(o, "restart"); }
 
 int ten_cli_config(const ten_cli_opts_t *o) {

@@ -23,6 +23,9 @@ static const char usage_text[] =
     "  spawn SERVICE --id ID [--no-wait]  start an instance and wait until it is ready\n"
     "  stop SERVICE:ID [--no-wait]     stop an instance (SIGTERM, then SIGKILL)\n"
     "  restart SERVICE:ID [--no-wait]  stop and start again\n"
+    "  weight SERVICE:ID N             share of {service}.{domain} traffic, 0-100 (persisted)\n"
+    "  reload                          load tenement.lua again and apply the difference\n"
+    "  repl [-e CODE]                  Lua inside the server: ten.ps(), ten.spawn(...), ...\n"
     "\n"
     "Other:\n"
     "  config [--running]    check tenement.lua and print the effective config as JSON\n"
@@ -83,7 +86,7 @@ static int parse(int argc, char **argv, ten_cli_opts_t *o) {
         {"--config", "-c", true}, {"--data-dir", "-d", true}, {"--port", "-p", true},
         {"--domain", NULL, true}, {"--listen", NULL, true},   {"--id", NULL, true},
         {"--json", NULL, false},  {"--no-wait", NULL, false}, {"--running", NULL, false},
-        {"--help", "-h", false},  {"--version", "-V", false},
+        {"--help", "-h", false},  {"--version", "-V", false}, {"--eval", "-e", true},
     };
     size_t k = 0;
     for (; k < TEN_ARRAY_SIZE(known); k++)
@@ -114,6 +117,8 @@ static int parse(int argc, char **argv, ten_cli_opts_t *o) {
       o->no_wait = true;
     else if (!strcmp(n, "--running"))
       o->running = true;
+    else if (!strcmp(n, "--eval"))
+      o->eval = value;
     else if (!strcmp(n, "--help"))
       o->command = "help";
     else if (!strcmp(n, "--version"))
@@ -158,5 +163,11 @@ int main(int argc, char **argv) {
     return (rc = expect_args(&o, 1, 1, "stop SERVICE:ID")) ? rc : ten_cli_stop(&o);
   if (!strcmp(cmd, "restart"))
     return (rc = expect_args(&o, 1, 1, "restart SERVICE:ID")) ? rc : ten_cli_restart(&o);
+  if (!strcmp(cmd, "weight"))
+    return (rc = expect_args(&o, 2, 2, "weight SERVICE:ID N")) ? rc : ten_cli_weight(&o);
+  if (!strcmp(cmd, "reload"))
+    return (rc = expect_args(&o, 0, 0, "reload")) ? rc : ten_cli_reload(&o);
+  if (!strcmp(cmd, "repl"))
+    return (rc = expect_args(&o, 0, 0, "repl [-e CODE]")) ? rc : ten_cli_repl(&o);
   return usage_error("unknown command '%s'", cmd);
 }

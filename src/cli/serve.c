@@ -10,10 +10,14 @@
 #include "cli/cli.h"
 #include "ctl/commands.h"
 #include "ctl/ctl.h"
+#include "ctl/repl.h"
 #include "http/server.h"
 #include "hv/hv.h"
+#include "obs/db.h"
 #include "obs/logfile.h"
 #include "util/log.h"
+
+#include <libgen.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +32,14 @@
 
 typedef struct server {
   uv_loop_t loop;
+  const ten_cli_opts_t *opts; /* how the config is found again on reload */
   ten_config_t *config;
+  ten_db_t *db;
+  ten_repl_t *repl;
+  uv_fs_event_t watch; /* the config file's folder */
+  uv_timer_t reload_timer; /* debounces editor writes */
+  bool watching;
+  char *config_name; /* the file's name within the watched folder */
   ten_hv_t hv;
   ten_http_server_t *http;
   ten_ctl_t *ctl;
@@ -109,6 +120,11 @@ static void on_signal_closed(uv_handle_t *h) {
 
 static void on_ctl_closed(void *ctx) {
   server_t *s = ctx;
+  if (s->watching) {
+    uv_close((uv_handle_t *)&s->watch, on_signal_closed);
+    s->signals_open++;
+  }
+  uv_close((uv_handle_t *)&s->reload_timer, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_term, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_int, on_signal_closed);
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
@@ -140,10 +156,99 @@ static void begin_shutdown(server_t *s, const char *why) {
     ten_hv_shutdown(&s->hv, on_hv_stopped);
 }
 
+/* ------------------------------------------------------------ reload */
+
+/* Loads tenement.lua again (same flags) and applies it as a diff. A config
+ * that does not load changes nothing. */
+static int reload(void *ctx, ten_buf_t *summary, ten_err_t *err) {
+  server_t *s = ctx;
+  if (s->stopping) return ten_errf(err, UV_ECANCELED, "the server is shutting down");
+  const char *path = ten_cli_config_path(s->opts);
+  ten_config_overrides_t ovr = {s->opts->domain, s->opts->listen, s->opts->port,
+                                s->opts->data_dir};
+  ten_config_t *next;
+  if (ten_config_load(path, &ovr, &next, err)) {
+    ten_log(TEN_LOG_ERROR, "serve: reload failed, the running config stays: %s", err->msg);
+    return UV_EINVAL;
+  }
+  /* What only takes effect at start keeps its running value. */
+  free(next->settings.data_dir);
+  next->settings.data_dir = ten_xstrdup(s->config->settings.data_dir);
+  ten_hv_apply_config(&s->hv, next, summary);
+  ten_http_set_config(s->http, next);
+  ten_config_unref(s->config);
+  s->config = next;
+  ten_log(TEN_LOG_INFO, "serve: reloaded %s: %.*s", path ? path : "(defaults)",
+          summary->len && summary->data[summary->len - 1] == '\n' ? (int)summary->len - 1
+                                                                   : (int)summary->len,
+          summary->data ? summary->data : "");
+  return 0;
+}
+
+static void reload_and_log(server_t *s, const char *why) {
+  ten_buf_t summary = TEN_BUF_INIT;
+  ten_err_t err;
+  ten_log(TEN_LOG_INFO, "serve: %s: reloading the config", why);
+  reload(s, &summary, &err);
+  ten_buf_free(&summary);
+}
+
+static void cmd_reload(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
+  server_t *s = ctx;
+  ten_buf_t summary = TEN_BUF_INIT;
+  ten_err_t err;
+  if (reload(s, &summary, &err)) {
+    ten_ctl_reply_error(req, "%s", err.msg);
+  } else {
+    ten_buf_t out = TEN_BUF_INIT;
+    ten_jw_t w;
+    ten_jw_init(&w, &out);
+    ten_jw_obj(&w);
+    ten_jw_kstr(&w, "summary", summary.data ? summary.data : "");
+    ten_jw_obj_end(&w);
+    ten_ctl_reply_ok(req, out.data, out.len);
+    ten_buf_free(&out);
+  }
+  ten_buf_free(&summary);
+}
+
+static void on_reload_timer(uv_timer_t *t) { reload_and_log(t->data, "the config file changed"); }
+
+/* Editors write files in several steps (truncate, write, rename): wait for
+ * the writes to settle before reading it. */
+static void on_config_event(uv_fs_event_t *h, const char *filename, int events, int status) {
+  server_t *s = h->data;
+  if (status < 0 || !filename || strcmp(filename, s->config_name) != 0) return;
+  uv_timer_start(&s->reload_timer, on_reload_timer, 200, 0);
+}
+
+static void watch_config(server_t *s) {
+  uv_timer_init(&s->loop, &s->reload_timer);
+  s->reload_timer.data = s;
+  if (!s->config->path) return;
+  char *copy = ten_xstrdup(s->config->path);
+  char *dir = ten_xstrdup(dirname(copy));
+  free(copy);
+  copy = ten_xstrdup(s->config->path);
+  s->config_name = ten_xstrdup(basename(copy));
+  free(copy);
+  uv_fs_event_init(&s->loop, &s->watch);
+  s->watch.data = s;
+  int rc = uv_fs_event_start(&s->watch, on_config_event, dir, 0);
+  if (rc < 0) {
+    ten_log(TEN_LOG_WARN, "serve: cannot watch %s for changes (%s); reload with SIGHUP or `ten reload`",
+            dir, uv_strerror(rc));
+    uv_close((uv_handle_t *)&s->watch, NULL);
+  } else {
+    s->watching = true;
+  }
+  free(dir);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   server_t *s = h->data;
   if (signum == SIGHUP) {
-    ten_log(TEN_LOG_INFO, "serve: SIGHUP: configuration reload is not available yet");
+    if (!s->stopping) reload_and_log(s, "SIGHUP");
     return;
   }
   if (s->stopping) {
@@ -174,6 +279,9 @@ static void print_banner(server_t *s, int port) {
 /* ------------------------------------------------------------ run */
 
 static void cleanup(server_t *s) {
+  ten_repl_free(s->repl);
+  ten_db_close(s->db); /* flushes what was queued */
+  free(s->config_name);
   ten_api_free(s->api);
   ten_ctl_commands_free(s->commands);
   ten_ctl_free(s->ctl);
@@ -200,6 +308,7 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
   server_t s;
   memset(&s, 0, sizeof s);
   s.lock_fd = -1;
+  s.opts = o;
   int rc = ten_cli_load_config(o, &s.config);
   if (rc) return rc;
   if ((rc = prepare_data_dir(&s))) {
@@ -211,14 +320,25 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
     cleanup(&s);
     return TEN_EXIT_ERROR;
   }
+  ten_err_t err;
+  char *db_path = ten_xasprintf("%s/tenement.db", s.config->settings.data_dir);
+  if (ten_db_open(db_path, &s.db, &err)) {
+    fprintf(stderr, "ten: %s\n", err.msg);
+    free(db_path);
+    uv_loop_close(&s.loop);
+    cleanup(&s);
+    return TEN_EXIT_ERROR;
+  }
+  free(db_path);
   ten_hv_init(&s.hv, &s.loop, s.config);
   ten_hv_set_output(&s.hv, open_output, &s);
+  ten_hv_set_db(&s.hv, s.db);
   init_signal(&s, &s.sig_term, SIGTERM);
   init_signal(&s, &s.sig_int, SIGINT);
   init_signal(&s, &s.sig_hup, SIGHUP);
 
-  ten_err_t err;
   ten_http_server_new(&s.loop, &s.hv, s.config, &s.http, &err);
+  watch_config(&s);
   if (ten_http_listen(s.http, &err)) {
     fprintf(stderr, "ten: %s\n", err.msg);
     s.exit_code = TEN_EXIT_ERROR;
@@ -231,6 +351,8 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
       begin_shutdown(&s, "start-up failed");
     } else {
       s.commands = ten_ctl_commands_new(s.ctl, &s.hv);
+      ten_ctl_register(s.ctl, "reload", cmd_reload, &s);
+      s.repl = ten_repl_new(s.ctl, &s.hv, reload, &s);
       s.api = ten_api_new(s.http, &s.hv);
       print_banner(&s, ten_http_port(s.http));
       ten_hv_start_declared(&s.hv);

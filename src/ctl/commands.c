@@ -204,6 +204,23 @@ static void cmd_config(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
   ten_buf_free(&out);
 }
 
+static void cmd_weight(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
+  ten_ctl_commands_t *cmds = ctx;
+  const char *key = instance_key(req, args, "weight");
+  if (!key) return;
+  double weight;
+  if (!ten_json_get_num(args, "weight", &weight) || weight != (double)(int)weight) {
+    ten_ctl_reply_error(req, "weight needs \"weight\": an integer from 0 to 100");
+    return;
+  }
+  ten_err_t err;
+  if (ten_hv_set_weight(cmds->hv, key, (int)weight, &err)) {
+    ten_ctl_reply_error(req, "%s", err.msg);
+    return;
+  }
+  reply_instance(req, ten_hv_find_key(cmds->hv, key), 0);
+}
+
 static void cmd_ping(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
   ten_ctl_reply_ok(req, "\"pong\"", 6);
 }
@@ -219,6 +236,7 @@ ten_ctl_commands_t *ten_ctl_commands_new(ten_ctl_t *ctl, ten_hv_t *hv) {
   ten_ctl_register(ctl, "stop", cmd_stop, cmds);
   ten_ctl_register(ctl, "restart", cmd_restart, cmds);
   ten_ctl_register(ctl, "config", cmd_config, cmds);
+  ten_ctl_register(ctl, "weight", cmd_weight, cmds);
   return cmds;
 }
 

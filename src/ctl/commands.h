@@ -1,5 +1,5 @@
 /* commands.h: the control-socket commands that drive the hypervisor:
- * ps, spawn, stop, restart, config.
+ * ps, spawn, stop, restart, weight, config.
  *
  * spawn, stop and restart answer when the instance has reached the state
  * that was asked for (ready, or stopped) or has failed on the way, so the

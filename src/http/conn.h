@@ -114,6 +114,8 @@ struct ten__conn {
   char real_ip[48];   /* the client, looking through trusted proxies */
   bool peer_trusted;  /* the peer is in settings.trusted_proxies */
   bool upgrade;       /* the request asks for a protocol upgrade */
+  ten_hv_waiter_t waiter;     /* queued while its instance wakes up */
+  ten_instance_t *waiting_for; /* the instance it waits for, or NULL */
 };
 typedef struct ten__conn ten__conn_t;
 
@@ -138,6 +140,7 @@ struct ten_http_server {
   void (*shutdown_cb)(ten_http_server_t *s, void *ctx);
   void *shutdown_ctx;
   int open_handles; /* listener + drain timer */
+  char route_hook_error[512]; /* the route hook's last failure */
 };
 
 /* server.c, for proxy.c */
@@ -164,7 +167,16 @@ void ten__conn_shutdown_write(ten__conn_t *c);
 const llhttp_settings_t *ten__request_settings(void);
 const char *ten__request_head_check(ten__conn_t *c);
 
+/* Arms the connection's timer for a request waiting on a waking instance. */
+void ten__conn_arm_wake_timeout(ten__conn_t *c, double seconds);
+
 /* proxy.c, for server.c */
+/* The route hook, if the config has one: true and key = "service:id" when it
+ * decided; false to route by Host. */
+bool ten__proxy_route_hook(ten__conn_t *c, char *key, size_t key_len);
+void ten__proxy_start_key(ten__conn_t *c, const char *key);
+void ten__proxy_wake_timeout(ten__conn_t *c);
+void ten__proxy_unwait(ten__conn_t *c);
 void ten__proxy_start(ten__conn_t *c);
 /* Raw request body bytes, forwarded as they were framed. */
 void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len);

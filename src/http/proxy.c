@@ -8,6 +8,9 @@
  * to its instance's pool only after a complete, keep-alive exchange.
  */
 #include "http/conn.h"
+#include "policy/hooks.h"
+
+#include <lauxlib.h>
 #include "util/json.h"
 #include "util/log.h"
 
@@ -466,29 +469,10 @@ static void not_available(ten__conn_t *c, ten_instance_t *inst) {
   ten_buf_free(&detail);
 }
 
-void ten__proxy_start(ten__conn_t *c) {
+/* Connects (or reuses a pooled connection) and sends the head. The
+ * instance is ready. */
+static void proxy_begin(ten__conn_t *c, ten_instance_t *inst) {
   ten_http_server_t *s = c->server;
-  const ten_route_t *r = &c->route;
-  ten_instance_t *inst = ten_hv_find(s->hv, r->service, r->service_len, r->id, r->id_len);
-  if (!inst) {
-    ten_buf_t detail = TEN_BUF_INIT;
-    ten_buf_puts(&detail, "\"host\":");
-    ten_json_quote(&detail, r->host, r->host_len);
-    ten_buf_puts(&detail, ",\"service\":");
-    ten_json_quote(&detail, r->service, r->service_len);
-    ten_buf_puts(&detail, ",\"id\":");
-    ten_json_quote(&detail, r->id, r->id_len);
-    bool known = ten_config_service(s->config, r->service, r->service_len) != NULL;
-    c->mode = TEN_MODE_DISCARD;
-    ten__conn_error(c, 404, known ? "no such instance" : "no such service", detail.data, NULL);
-    ten_buf_free(&detail);
-    return;
-  }
-  if (inst->state != TEN_INST_READY) {
-    not_available(c, inst);
-    return;
-  }
-
   ten_iobuf_t *head = ten_iobuf_get();
   size_t head_len;
   if (!build_request_head(c, head, &head_len)) {
@@ -536,6 +520,197 @@ void ten__proxy_start(ten__conn_t *c) {
   c->blocked = true; /* the body waits for the connection */
   int rc = up_connect(up);
   if (rc < 0) fail_exchange(up, 502, "cannot connect to the instance", rc);
+}
+
+/* The instance a request waited for is ready (status 0), or did not start. */
+static void on_woken(ten_hv_waiter_t *w, int status) {
+  ten__conn_t *c = ten_container_of(w, ten__conn_t, waiter);
+  ten_instance_t *inst = c->waiting_for;
+  c->waiting_for = NULL;
+  if (c->closing) return;
+  uv_timer_stop(&c->timer);
+  if (status == 0) {
+    proxy_begin(c, inst);
+    if (!c->closing && !c->blocked) ten__conn_unblock(c);
+    return;
+  }
+  c->blocked = false;
+  if (status == UV_ECANCELED || !inst) {
+    c->mode = TEN_MODE_DISCARD;
+    ten__conn_error(c, 503, "the instance is going away", NULL, "Retry-After: 1\r\n");
+  } else {
+    not_available(c, inst);
+  }
+  ten__conn_unblock(c);
+}
+
+void ten__proxy_wake_timeout(ten__conn_t *c) {
+  ten_instance_t *inst = c->waiting_for;
+  ten_hv_unwait(&c->waiter);
+  c->waiting_for = NULL;
+  c->blocked = false;
+  c->mode = TEN_MODE_DISCARD;
+  ten_buf_t detail = TEN_BUF_INIT;
+  if (inst) {
+    instance_detail(&detail, inst);
+    ten_buf_printf(&detail, ",\"state\":\"%s\",\"wake_timeout\":%g",
+                   ten_instance_state_name(inst->state), inst->conf->wake_timeout);
+  }
+  ten__conn_error(c, 503, "the instance did not start in time", detail.data, "Retry-After: 1\r\n");
+  ten_buf_free(&detail);
+  ten__conn_unblock(c);
+}
+
+void ten__proxy_unwait(ten__conn_t *c) {
+  if (!c->waiting_for) return;
+  ten_hv_unwait(&c->waiter);
+  c->waiting_for = NULL;
+}
+
+/* Wakes the instance if it sleeps; the request proceeds once it is ready. */
+static void proxy_to(ten__conn_t *c, ten_instance_t *inst) {
+  int rc = ten_hv_wake(inst, &c->waiter);
+  if (rc == 1) {
+    proxy_begin(c, inst);
+    return;
+  }
+  if (rc == 0) {
+    c->waiter.cb = on_woken;
+    c->waiting_for = inst;
+    c->blocked = true;
+    ten__conn_arm_wake_timeout(c, inst->conf->wake_timeout);
+    return;
+  }
+  c->mode = TEN_MODE_DISCARD;
+  if (rc == UV_EAGAIN) {
+    ten_buf_t detail = TEN_BUF_INIT;
+    instance_detail(&detail, inst);
+    ten_buf_printf(&detail, ",\"wake_queue\":%d", inst->conf->wake_queue);
+    ten__conn_error(c, 503, "too many requests are waiting for this instance", detail.data,
+                    "Retry-After: 1\r\n");
+    ten_buf_free(&detail);
+  } else if (rc == UV_ECANCELED) {
+    ten__conn_error(c, 503, "the server is shutting down", NULL, "Retry-After: 1\r\n");
+  } else {
+    not_available(c, inst);
+  }
+}
+
+static void not_found(ten__conn_t *c, const char *message, const char *service, size_t service_len,
+                      const char *id, size_t id_len, const char *why) {
+  const ten_route_t *r = &c->route;
+  ten_buf_t detail = TEN_BUF_INIT;
+  ten_buf_puts(&detail, "\"host\":");
+  ten_json_quote(&detail, r->host, r->host_len);
+  ten_buf_puts(&detail, ",\"service\":");
+  ten_json_quote(&detail, service, service_len);
+  if (id) {
+    ten_buf_puts(&detail, ",\"id\":");
+    ten_json_quote(&detail, id, id_len);
+  }
+  if (why) {
+    ten_buf_puts(&detail, ",\"reason\":");
+    ten_json_quote(&detail, why, strlen(why));
+  }
+  c->mode = TEN_MODE_DISCARD;
+  ten__conn_error(c, 404, message, detail.data, NULL);
+  ten_buf_free(&detail);
+}
+
+/* The facts a Lua hook sees about this request. */
+static void request_facts(ten__conn_t *c, ten_hook_request_t *req, ten_hook_header_t *headers) {
+  const ten__head_t *h = &c->head;
+  size_t path_len;
+  req->method = llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser));
+  req->host = c->route.host;
+  req->host_len = c->route.host_len;
+  req->path = h->arena.data + h->target_off;
+  const char *q = memchr(req->path, '?', h->target_len);
+  path_len = q ? (size_t)(q - req->path) : h->target_len;
+  req->path_len = path_len;
+  req->client = c->real_ip;
+  for (unsigned i = 0; i < h->count; i++) {
+    headers[i].name = h->arena.data + h->headers[i].name_off;
+    headers[i].name_len = h->headers[i].name_len;
+    headers[i].value = h->arena.data + h->headers[i].value_off;
+    headers[i].value_len = h->headers[i].value_len;
+  }
+  req->headers = headers;
+  req->header_count = h->count;
+}
+
+static void route_instance(ten__conn_t *c, const char *service, size_t service_len, const char *id,
+                           size_t id_len) {
+  ten_http_server_t *s = c->server;
+  ten_instance_t *inst = ten_hv_find(s->hv, service, service_len, id, id_len);
+  if (!inst) {
+    const ten_service_conf_t *conf = ten_config_service(s->config, service, service_len);
+    if (!conf) {
+      not_found(c, "no such service", service, service_len, id, id_len, NULL);
+      return;
+    }
+    if (!conf->spawn_on_demand) {
+      not_found(c, "no such instance", service, service_len, id, id_len, NULL);
+      return;
+    }
+    ten_hook_header_t headers[TEN_HTTP_MAX_HEADERS];
+    ten_hook_request_t req;
+    request_facts(c, &req, headers);
+    ten_err_t err;
+    if (ten_hv_demand(s->hv, service, service_len, id, id_len, &req, &inst, &err)) {
+      not_found(c, "no such instance", service, service_len, id, id_len, err.msg);
+      return;
+    }
+  }
+  proxy_to(c, inst);
+}
+
+void ten__proxy_start(ten__conn_t *c) {
+  ten_http_server_t *s = c->server;
+  const ten_route_t *r = &c->route;
+  if (r->kind == TEN_ROUTE_SERVICE) {
+    ten_instance_t *inst = ten_hv_pick(s->hv, r->service, r->service_len);
+    if (inst) {
+      proxy_to(c, inst);
+    } else if (!ten_config_service(s->config, r->service, r->service_len)) {
+      not_found(c, "no such service", r->service, r->service_len, NULL, 0, NULL);
+    } else {
+      ten_buf_t detail = TEN_BUF_INIT;
+      ten_buf_puts(&detail, "\"service\":");
+      ten_json_quote(&detail, r->service, r->service_len);
+      ten_buf_puts(&detail, ",\"hint\":\"no instance has weight > 0 and can run\"");
+      c->mode = TEN_MODE_DISCARD;
+      ten__conn_error(c, 503, "no instance of this service is available", detail.data,
+                      "Retry-After: 1\r\n");
+      ten_buf_free(&detail);
+    }
+    return;
+  }
+  route_instance(c, r->service, r->service_len, r->id, r->id_len);
+}
+
+/* The per-request route hook decided: "service:id". */
+void ten__proxy_start_key(ten__conn_t *c, const char *key) {
+  const char *colon = strchr(key, ':');
+  route_instance(c, key, (size_t)(colon - key), colon + 1, strlen(colon + 1));
+}
+
+bool ten__proxy_route_hook(ten__conn_t *c, char *key, size_t key_len) {
+  ten_http_server_t *s = c->server;
+  if (s->config->settings.route_ref == LUA_NOREF) return false;
+  ten_hook_header_t headers[TEN_HTTP_MAX_HEADERS];
+  ten_hook_request_t req;
+  request_facts(c, &req, headers);
+  bool routed = false;
+  ten_err_t err;
+  if (ten_hook_route(s->config, &req, key, key_len, &routed, &err)) {
+    s->stats.route_hook_errors++;
+    snprintf(s->route_hook_error, sizeof s->route_hook_error, "%.*s",
+             (int)sizeof s->route_hook_error - 1, err.msg);
+    ten_log(TEN_LOG_ERROR, "http: route hook failed, routing by Host: %s", err.msg);
+    return false;
+  }
+  return routed;
 }
 
 void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {

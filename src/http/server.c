@@ -167,6 +167,10 @@ static void on_conn_timeout(uv_timer_t *t) {
     conn_close(c); /* lingering close is over */
     return;
   }
+  if (c->waiting_for) {
+    ten__proxy_wake_timeout(c);
+    return;
+  }
   if (c->mode == TEN_MODE_HEAD && !request_started(c)) {
     conn_close(c); /* idle keep-alive connection */
     return;
@@ -236,8 +240,11 @@ static void close_handles(ten__conn_t *c) {
 }
 
 /* Tears the connection down now; pending writes are cancelled. */
+void ten__conn_arm_wake_timeout(ten__conn_t *c, double seconds) { arm(c, ms_of(seconds)); }
+
 static void conn_close(ten__conn_t *c) {
   c->closing = true;
+  ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
   close_handles(c);
@@ -245,6 +252,7 @@ static void conn_close(ten__conn_t *c) {
 
 void ten__conn_abort(ten__conn_t *c) {
   c->closing = true;
+  ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
   if (uv_is_closing((uv_handle_t *)&c->tcp)) return;
@@ -284,6 +292,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void conn_finish(ten__conn_t *c) {
   if (c->closing) return;
   c->closing = true;
+  ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
   release_in_flight(c);
   if (c->reading) {
@@ -699,6 +708,16 @@ static void on_request_head(ten__conn_t *c) {
   const char *domain = s->config->settings.domain;
   ten_route_host(host, host_len, domain, strlen(domain), &c->route);
 
+  /* The operator's per-request hook, if there is one, may pick the
+   * instance itself; otherwise the Host decides. */
+  char key[160];
+  if (c->route.kind != TEN_ROUTE_BAD && c->route.kind != TEN_ROUTE_ROOT &&
+      ten__proxy_route_hook(c, key, sizeof key)) {
+    c->mode = TEN_MODE_PROXY;
+    ten__proxy_start_key(c, key);
+    return;
+  }
+
   ten_buf_t detail = TEN_BUF_INIT;
   switch (c->route.kind) {
   case TEN_ROUTE_BAD:
@@ -715,12 +734,6 @@ static void on_request_head(ten__conn_t *c) {
     send_error_and_discard(c, 404, "unknown host", detail.data, NULL);
     break;
   case TEN_ROUTE_SERVICE:
-    host_detail(&detail, c);
-    ten_buf_puts(&detail, ",\"service\":");
-    ten_json_quote(&detail, c->route.service, c->route.service_len);
-    ten_buf_puts(&detail, ",\"hint\":\"address an instance as {id}.{service}.{domain}\"");
-    send_error_and_discard(c, 404, "service pools are not routed", detail.data, NULL);
-    break;
   case TEN_ROUTE_INSTANCE:
     c->mode = TEN_MODE_PROXY;
     ten__proxy_start(c);

@@ -50,6 +50,7 @@ typedef struct ten_http_stats {
   uint64_t requests_total;
   uint64_t requests_in_flight;
   uint64_t connections_refused; /* over max_connections */
+  uint64_t route_hook_errors;
 } ten_http_stats_t;
 const ten_http_stats_t *ten_http_stats(const ten_http_server_t *s);
 

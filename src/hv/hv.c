@@ -1,5 +1,6 @@
 #include "hv/hv.h"
 
+#include "hv/internal.h"
 #include "hv/spawn.h"
 #include "policy/template.h"
 #include "util/httpc.h"
@@ -46,6 +47,7 @@ typedef enum event {
   EV_RESTART,       /* someone asked for a restart */
   EV_DRAINED,       /* no request in flight any more */
   EV_TIMER,         /* the state's timer fired (drain, kill or backoff deadline) */
+  EV_UNHEALTHY,     /* health checks failed health_failures times in a row */
 } event_t;
 
 static const char *const state_names[] = {"stopped",  "starting", "ready",
@@ -57,6 +59,7 @@ const char *ten_instance_state_name(ten_instance_state_t s) {
 
 static void dispatch(ten_instance_t *inst, event_t ev);
 static void check_shutdown(ten_hv_t *hv);
+static void maybe_shutdown_done(ten_hv_t *hv);
 
 /* ------------------------------------------------------------ transitions */
 
@@ -74,7 +77,9 @@ static void transition(ten_instance_t *inst, ten_instance_state_t to, const char
   inst->hv->transitions[to]++;
   ten_log(to == TEN_INST_FAILED ? TEN_LOG_ERROR : TEN_LOG_INFO, "hv: %s %s -> %s%s%s", inst->key,
           state_names[from], state_names[to], detail && *detail ? ": " : "", detail ? detail : "");
+  ten__hv_scale_transition(inst, from, to);
   notify(inst->hv, inst, from, to);
+  ten__hv_reload_transition(inst, to); /* last: it may let go of the instance */
 }
 
 /* Sets inst->reason; the message may quote the old reason. */
@@ -178,9 +183,14 @@ static int free_tcp_port(void) {
 }
 
 /* Prepares the socket path or port of the next process. */
+static int bind_activation_socket(ten_instance_t *inst, ten_err_t *err);
+
 static int prepare_endpoint(ten_instance_t *inst, ten_err_t *err) {
   const ten_service_conf_t *conf = inst->conf;
   const char *data_dir = inst->config->settings.data_dir;
+  /* Socket activation: the socket ten bound outlives the process, so
+   * connections queue in the kernel across a restart. */
+  if (inst->_listen_fd >= 0) return 0;
   free(inst->socket_path);
   inst->socket_path = NULL;
   inst->port = 0;
@@ -210,6 +220,34 @@ static int prepare_endpoint(ten_instance_t *inst, ten_err_t *err) {
       return ten_errf(err, -errno, "cannot remove stale socket %s: %s", inst->socket_path,
                       strerror(errno));
   }
+  return conf->activation == TEN_ACTIVATION_SOCKET ? bind_activation_socket(inst, err) : 0;
+}
+
+static int bind_activation_socket(ten_instance_t *inst, ten_err_t *err) {
+  int fd;
+  if (inst->socket_path) {
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", inst->socket_path);
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 1024) < 0)) {
+      close(fd);
+      fd = -1;
+    }
+  } else {
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)inst->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 1024) < 0)) {
+      close(fd);
+      fd = -1;
+    }
+  }
+  if (fd < 0)
+    return ten_errf(err, -errno, "cannot bind the activation socket of %s: %s", inst->key,
+                    strerror(errno));
+  inst->_listen_fd = fd;
   return 0;
 }
 
@@ -221,12 +259,17 @@ static char **build_env(ten_instance_t *inst) {
   ten_template_vars_t vars = {inst->id, inst->service, inst->config->settings.data_dir, socket,
                               port};
   size_t n = 0;
-  char **extra = ten_xcalloc(conf->env_count + 6, sizeof *extra);
+  char **extra = ten_xcalloc(conf->env_count + 8, sizeof *extra);
   extra[n++] = ten_xasprintf("TENEMENT_SERVICE=%s", inst->service);
   extra[n++] = ten_xasprintf("TENEMENT_ID=%s", inst->id);
   extra[n++] = ten_xasprintf("TENEMENT_DATA_DIR=%s", inst->config->settings.data_dir);
   if (inst->socket_path) extra[n++] = ten_xasprintf("SOCKET=%s", socket);
   if (inst->port) extra[n++] = ten_xasprintf("PORT=%s", port);
+  if (inst->_listen_fd >= 0) {
+    extra[n++] = ten_xstrdup("LISTEN_FDS=1");
+    /* Room for the child to write its own pid in (spawn.c). */
+    extra[n++] = ten_xstrdup("LISTEN_PID=00000000000000000000");
+  }
   for (size_t i = 0; i < conf->env_count; i++) {
     char *value = ten_template_expand(conf->env[i].value, &vars);
     extra[n++] = ten_xasprintf("%s=%s", conf->env[i].name, value);
@@ -258,7 +301,7 @@ static int start_process(ten_instance_t *inst, ten_err_t *err) {
     goto done;
   }
 
-  ten_spawn_opts_t opts = {command, directory, envp, out_fd, err_fd};
+  ten_spawn_opts_t opts = {command, directory, envp, out_fd, err_fd, inst->_listen_fd};
   ten_spawned_t child;
   if ((rc = ten_spawn(&opts, &child, err))) goto done;
 
@@ -343,7 +386,58 @@ static void probe(ten_instance_t *inst, bool health) {
 static void stop_probing(ten_instance_t *inst) {
   ten_httpc_cancel(inst->_probe);
   inst->_probe = NULL;
+  ten_httpc_cancel(inst->_health_probe);
+  inst->_health_probe = NULL;
   uv_timer_stop(&inst->_retry);
+}
+
+/* ------------------------------------------------------------ health */
+
+static void schedule_health(ten_instance_t *inst);
+
+static void on_health(void *ctx, int result) {
+  ten_instance_t *inst = ctx;
+  inst->_health_probe = NULL;
+  if (inst->state != TEN_INST_READY) return;
+  if (result >= 200 && result < 300) {
+    if (inst->health != TEN_HEALTH_OK && inst->health_failures)
+      ten_log(TEN_LOG_INFO, "hv: %s is healthy again", inst->key);
+    inst->health = TEN_HEALTH_OK;
+    inst->health_failures = 0;
+    schedule_health(inst);
+    return;
+  }
+  inst->health = TEN_HEALTH_FAILING;
+  inst->health_failures++;
+  char what[96];
+  if (result < 0) snprintf(what, sizeof what, "%s", uv_strerror(result));
+  else snprintf(what, sizeof what, "status %d", result);
+  ten_log(TEN_LOG_WARN, "hv: %s health check %s failed (%s), %u of %d", inst->key,
+          inst->conf->health, what, inst->health_failures, inst->conf->health_failures);
+  if (inst->health_failures >= (unsigned)inst->conf->health_failures) {
+    set_reason(inst, "health check %s failed %u times in a row (last: %s)", inst->conf->health,
+               inst->health_failures, what);
+    dispatch(inst, EV_UNHEALTHY);
+    return;
+  }
+  schedule_health(inst);
+}
+
+static void on_health_due(uv_timer_t *t) {
+  ten_instance_t *inst = t->data;
+  if (inst->state != TEN_INST_READY || inst->_health_probe) return;
+  ten_httpc_target_t target = {inst->socket_path, inst->port};
+  int rc;
+  uint64_t timeout = (uint64_t)(inst->conf->health_timeout * 1000.0);
+  inst->_health_probe = ten_httpc_get(inst->hv->loop, &target, inst->conf->health,
+                                      timeout ? timeout : 1, on_health, inst, &rc);
+  if (!inst->_health_probe) on_health(inst, rc);
+}
+
+/* While ready, the health path is asked every health_interval seconds. */
+static void schedule_health(ten_instance_t *inst) {
+  if (!inst->conf->health || inst->conf->health_interval <= 0) return;
+  uv_timer_start(&inst->_retry, on_health_due, (uint64_t)(inst->conf->health_interval * 1000.0), 0);
 }
 
 /* ------------------------------------------------------------ actions */
@@ -365,6 +459,13 @@ static void begin_start(ten_instance_t *inst) {
   transition(inst, TEN_INST_STARTING, detail);
   inst->_probe_delay_ms = PROBE_FIRST_DELAY_MS;
   arm_timer(inst, inst->conf->start_timeout);
+  if (inst->_listen_fd >= 0) {
+    /* The socket already accepts (the kernel queues connections until the
+     * app does), so there is nothing to poll for; only health is asked. */
+    if (inst->conf->health) probe(inst, true);
+    else dispatch(inst, EV_READY);
+    return;
+  }
   probe(inst, false);
 }
 
@@ -452,7 +553,10 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
       char detail[64];
       snprintf(detail, sizeof detail, "in %llu ms",
                (unsigned long long)(inst->ready_ms - inst->started_ms));
+      inst->health = inst->conf->health ? TEN_HEALTH_OK : TEN_HEALTH_UNKNOWN;
+      inst->health_failures = 0;
       transition(inst, TEN_INST_READY, detail);
+      schedule_health(inst);
       break;
     }
     case EV_TIMER: /* start_timeout */
@@ -486,6 +590,10 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
     case EV_RESTART:
       inst->_restart_after_stop = true;
       begin_drain(inst, "restart requested");
+      break;
+    case EV_UNHEALTHY:
+      inst->_restart_after_stop = true;
+      begin_drain(inst, inst->reason);
       break;
     default: break; /* EV_START: already running; no timer runs while ready */
     }
@@ -543,20 +651,25 @@ static void on_instance_handle_closed(uv_handle_t *h) {
   if (--inst->_open_handles > 0) return;
   ten_hv_t *hv = inst->hv;
   notify(hv, inst, TEN_INST_STATE_COUNT, TEN_INST_STATE_COUNT);
+  ten__hv_fail_waiters(inst, UV_ECANCELED);
+  ten__hv_pool_remove(inst);
+  ten__hv_reload_forget(inst);
+  if (inst->_listen_fd >= 0) {
+    close(inst->_listen_fd);
+    if (inst->socket_path) unlink(inst->socket_path);
+  }
   ten_config_unref(inst->config);
   free(inst->socket_path);
   free(inst->service);
   free(inst->id);
   free(inst->key);
   free(inst);
-  if (--hv->live_instances == 0 && hv->_closing && hv->shutdown_cb) {
-    void (*cb)(ten_hv_t *) = hv->shutdown_cb;
-    hv->shutdown_cb = NULL;
-    cb(hv);
-  }
+  hv->live_instances--;
+  maybe_shutdown_done(hv);
 }
 
-static ten_instance_t *instance_new(ten_hv_t *hv, const ten_service_conf_t *conf, const char *id) {
+ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *conf,
+                                     const char *id) {
   ten_instance_t *inst = ten_xcalloc(1, sizeof *inst);
   inst->hv = hv;
   inst->service = ten_xstrdup(conf->name);
@@ -569,9 +682,55 @@ static ten_instance_t *instance_new(ten_hv_t *hv, const ten_service_conf_t *conf
   uv_timer_init(hv->loop, &inst->_retry);
   inst->_timer.data = inst->_retry.data = inst;
   inst->_open_handles = 2;
+  inst->_listen_fd = -1;
+  inst->weight_override = -1;
   hv->live_instances++;
   ten_map_put(&hv->instances, inst->key, strlen(inst->key), inst);
+  ten__hv_pool_add(inst);
   return inst;
+}
+
+void ten__hv_instance_close(ten_instance_t *inst) {
+  ten_hv_t *hv = inst->hv;
+  stop_probing(inst);
+  ten_map_del(&hv->instances, inst->key, strlen(inst->key));
+  uv_close((uv_handle_t *)&inst->_timer, on_instance_handle_closed);
+  uv_close((uv_handle_t *)&inst->_retry, on_instance_handle_closed);
+}
+
+void ten__hv_start(ten_instance_t *inst) { dispatch(inst, EV_START); }
+void ten__hv_stop(ten_instance_t *inst) { dispatch(inst, EV_STOP); }
+void ten__hv_restart(ten_instance_t *inst, const char *why) {
+  ten_log(TEN_LOG_INFO, "hv: %s: %s", inst->key, why);
+  dispatch(inst, inst->state == TEN_INST_DRAINING ? EV_START : EV_RESTART);
+}
+
+void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg) {
+  snprintf(inst->hook_error, sizeof inst->hook_error, "%s hook: %s", what, msg);
+  ten_log(TEN_LOG_ERROR, "hv: %s: %s hook failed, using the default: %s", inst->key, what, msg);
+}
+
+static double rss_mb(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  long pages = 0, resident = 0;
+  int n = fscanf(f, "%ld %ld", &pages, &resident);
+  fclose(f);
+  return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0) : 0;
+}
+
+void ten__hv_facts(const ten_instance_t *inst, ten_hook_instance_t *out) {
+  uint64_t now = ten_now_ms();
+  out->service = inst->service;
+  out->id = inst->id;
+  out->state = state_names[inst->state];
+  out->idle_seconds = inst->active ? 0 : (double)(now - inst->last_active_ms) / 1000.0;
+  out->uptime = inst->pid ? (double)(now - inst->started_ms) / 1000.0 : 0;
+  out->requests = inst->requests;
+  out->memory_mb = inst->pid ? rss_mb(inst->pid) : 0;
+  out->weight = inst->weight;
 }
 
 static bool valid_id(const char *id) {
@@ -589,6 +748,7 @@ int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config) {
   memset(hv, 0, sizeof *hv);
   hv->loop = loop;
   hv->config = ten_config_ref(config);
+  ten__hv_reaper_start(hv);
   return 0;
 }
 
@@ -632,6 +792,8 @@ static bool is_running(const ten_instance_t *inst) {
   return inst->state == TEN_INST_STARTING || inst->state == TEN_INST_READY;
 }
 
+bool ten__hv_running(const ten_instance_t *inst) { return is_running(inst); }
+
 int ten_hv_spawn(ten_hv_t *hv, const char *service, const char *id, ten_err_t *err) {
   if (hv->shutting_down) return ten_errf(err, UV_ECANCELED, "the server is shutting down");
   const ten_service_conf_t *conf = ten_config_service(hv->config, service, strlen(service));
@@ -651,7 +813,8 @@ int ten_hv_spawn(ten_hv_t *hv, const char *service, const char *id, ten_err_t *e
                     state_names[inst->state], (int)inst->pid);
   if (inst && inst->state == TEN_INST_DRAINING)
     return ten_errf(err, UV_EBUSY, "%s is stopping; try again when it has stopped", inst->key);
-  if (!inst) inst = instance_new(hv, conf, id);
+  if (!inst) inst = ten__hv_instance_new(hv, conf, id);
+  inst->held = false;
   dispatch(inst, EV_START);
   if (inst->state == TEN_INST_FAILED)
     return ten_errf(err, UV_EINVAL, "%s: %s", inst->key, inst->reason);
@@ -665,6 +828,8 @@ int ten_hv_stop(ten_hv_t *hv, const char *key, ten_err_t *err) {
     return ten_errf(err, UV_EALREADY, "%s is not running (stopped)", key);
   if (inst->state == TEN_INST_DRAINING && !inst->_restart_after_stop)
     return ten_errf(err, UV_EALREADY, "%s is already stopping", key);
+  inst->held = true; /* an operator's stop sticks: traffic does not wake it */
+  inst->idle_stopped = false;
   dispatch(inst, EV_STOP);
   return 0;
 }
@@ -673,6 +838,7 @@ int ten_hv_restart(ten_hv_t *hv, const char *key, ten_err_t *err) {
   if (hv->shutting_down) return ten_errf(err, UV_ECANCELED, "the server is shutting down");
   ten_instance_t *inst = ten_hv_find_key(hv, key);
   if (!inst) return ten_errf(err, UV_ENOENT, "unknown instance '%s'", key);
+  inst->held = false;
   dispatch(inst, inst->state == TEN_INST_DRAINING ? EV_START : EV_RESTART);
   if (inst->state == TEN_INST_FAILED)
     return ten_errf(err, UV_EINVAL, "%s: %s", inst->key, inst->reason);
@@ -691,6 +857,7 @@ void ten_hv_start_declared(ten_hv_t *hv) {
 
 void ten_instance_acquire(ten_instance_t *inst) {
   inst->active++;
+  inst->requests++;
   inst->last_active_ms = ten_now_ms();
 }
 
@@ -724,11 +891,22 @@ void ten_instance_to_json(const ten_instance_t *inst, ten_jw_t *w) {
     ten_jw_num(w, (double)(now - inst->started_ms) / 1000.0);
   else
     ten_jw_null(w);
+  static const char *const health_names[] = {"unknown", "ok", "failing"};
   ten_jw_kint(w, "restarts", inst->restarts);
   ten_jw_kint(w, "crashes", inst->crashes);
+  ten_jw_kstr(w, "health", inst->conf->health ? health_names[inst->health] : NULL);
+  ten_jw_kint(w, "weight", inst->weight);
   ten_jw_kint(w, "active", inst->active);
+  ten_jw_kint(w, "requests", (int64_t)inst->requests);
+  ten_jw_key(w, "idle_seconds");
+  if (inst->active || !inst->last_active_ms) ten_jw_num(w, 0);
+  else ten_jw_num(w, (double)(now - inst->last_active_ms) / 1000.0);
+  ten_jw_kbool(w, "held", inst->held);
+  ten_jw_kbool(w, "idle_stopped", inst->idle_stopped);
+  ten_jw_kbool(w, "on_demand", inst->on_demand);
   ten_jw_kstr(w, "last_exit", inst->last_exit[0] ? inst->last_exit : NULL);
   ten_jw_kstr(w, "reason", inst->reason[0] ? inst->reason : NULL);
+  ten_jw_kstr(w, "hook_error", inst->hook_error[0] ? inst->hook_error : NULL);
   ten_jw_obj_end(w);
 }
 
@@ -767,16 +945,29 @@ void ten_hv_count(ten_hv_t *hv, unsigned counts[TEN_INST_STATE_COUNT]) {
 
 /* Once every process is reaped, close every instance's handles; the last
  * close callback reports the end of the shutdown. */
+static void maybe_shutdown_done(ten_hv_t *hv) {
+  if (!hv->_closing || hv->live_instances > 0 || hv->_reaper_open || !hv->shutdown_cb) return;
+  void (*cb)(ten_hv_t *) = hv->shutdown_cb;
+  hv->shutdown_cb = NULL;
+  cb(hv);
+}
+
+static void on_reaper_closed(uv_handle_t *h) {
+  ten_hv_t *hv = h->data;
+  hv->_reaper_open = false;
+  maybe_shutdown_done(hv);
+}
+
 static void check_shutdown(ten_hv_t *hv) {
   if (!hv->shutting_down || hv->_closing || hv->live_procs > 0) return;
   ten_map_entry_t *e;
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);)
     if (((ten_instance_t *)e->value)->proc) return;
   hv->_closing = true;
+  if (hv->_reaper_open && !uv_is_closing((uv_handle_t *)&hv->_reaper))
+    uv_close((uv_handle_t *)&hv->_reaper, on_reaper_closed);
   if (hv->live_instances == 0) {
-    void (*cb)(ten_hv_t *) = hv->shutdown_cb;
-    hv->shutdown_cb = NULL;
-    if (cb) cb(hv);
+    maybe_shutdown_done(hv);
     return;
   }
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
@@ -806,6 +997,7 @@ void ten_hv_shutdown(ten_hv_t *hv, void (*done)(ten_hv_t *hv)) {
 
 void ten_hv_free(ten_hv_t *hv) {
   ten_map_free(&hv->instances);
+  ten__hv_services_free(hv);
   ten_config_unref(hv->config);
   hv->config = NULL;
 }

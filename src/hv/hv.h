@@ -65,6 +65,20 @@ struct ten_instance {
   /* Maintained by the proxy: requests in flight and long-lived connections. */
   unsigned active;
   uint64_t last_active_ms;
+  uint64_t requests; /* requests routed to it, all time */
+
+  /* Scale to zero and health. */
+  bool held;         /* stopped by an operator: traffic does not wake it */
+  bool idle_stopped; /* the last stop was for idleness */
+  bool on_demand;    /* created by its first request (spawn_on_demand) */
+  int health;        /* TEN_HEALTH_*: the last periodic check */
+  unsigned health_failures; /* consecutive failed checks */
+  char hook_error[512];     /* the last failure of a Lua hook about it */
+
+  /* Weighted pool. */
+  int weight_override; /* set by `ten weight` (persisted), or -1 */
+  int weight;          /* effective: override, hook, or the service's */
+  int _swrr_current;   /* smooth weighted round robin state */
 
   /* Slot for the proxy's upstream pool (the hypervisor never touches it). */
   void *upstream_pool;
@@ -82,6 +96,27 @@ struct ten_instance {
   bool _restart_after_stop;
   bool _term_sent;
   int _open_handles;
+  int _listen_fd;    /* socket activation: the socket ten bound, kept across restarts */
+  bool _removing;    /* its service left the config: freed once stopped */
+  struct ten_hv_waiter *_waiters; /* requests waiting for it to be ready */
+  unsigned _waiter_count;
+  struct ten_httpc *_health_probe;
+};
+
+enum {
+  TEN_HEALTH_UNKNOWN,
+  TEN_HEALTH_OK,
+  TEN_HEALTH_FAILING,
+};
+
+/* A request waiting for an instance to become ready (scale to zero). The
+ * caller owns the struct; the callback runs once (status 0: ready; a
+ * negative UV_E* code: it did not start), unless ten_hv_unwait came first. */
+typedef struct ten_hv_waiter ten_hv_waiter_t;
+struct ten_hv_waiter {
+  ten_hv_waiter_t *next, *prev;
+  ten_instance_t *inst;
+  void (*cb)(ten_hv_waiter_t *w, int status);
 };
 
 /* Called after every transition (old != new), and with new == old ==
@@ -112,6 +147,10 @@ struct ten_hv {
   void (*shutdown_cb)(ten_hv_t *hv);
   unsigned live_procs;     /* processes whose pidfd watch is not closed yet */
   unsigned live_instances; /* instances not yet freed */
+  struct ten_db *db;       /* where weights persist; may be NULL */
+  uv_timer_t _reaper;      /* the idle reaper and health scheduler, every second */
+  bool _reaper_open;
+  ten_map_t _services;     /* service name -> per-service state (pools, rate limits) */
 };
 
 int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config);
@@ -128,6 +167,45 @@ int ten_hv_stop(ten_hv_t *hv, const char *key, ten_err_t *err);
 int ten_hv_restart(ten_hv_t *hv, const char *key, ten_err_t *err);
 /* Starts every instance the config lists. Reports failures in the log. */
 void ten_hv_start_declared(ten_hv_t *hv);
+/* Weights persist in db (config keys "weight:service:id"); loads them now. */
+void ten_hv_set_db(ten_hv_t *hv, struct ten_db *db);
+
+/* ---- scale to zero ---- */
+
+/* Makes the instance ready for a request. Returns 1 if it is ready now;
+ * 0 if the waiter was queued (its callback runs when the instance is ready
+ * or has failed to start: one start serves every waiter); or an error:
+ * UV_EAGAIN the queue is full, UV_EPERM it may not be woken (failed, or
+ * stopped by an operator), UV_ECANCELED shutting down. */
+int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w);
+/* Removes a queued waiter (its request timed out or left). */
+void ten_hv_unwait(ten_hv_waiter_t *w);
+
+/* Facts about a request, for the admit hook. */
+struct ten_hook_request;
+/* An instance for `service:id` may be created by its first request
+ * (spawn_on_demand): checks the id pattern, max_instances, spawn_rate and
+ * the admit hook, and creates it (stopped) if all agree. UV_ENOENT with
+ * err saying why when not. */
+int ten_hv_demand(ten_hv_t *hv, const char *service, size_t service_len, const char *id,
+                  size_t id_len, const struct ten_hook_request *req, ten_instance_t **out,
+                  ten_err_t *err);
+
+/* ---- weighted pools ---- */
+
+/* The next instance of `service` by smooth weighted round robin over its
+ * instances with weight > 0 that are ready or can be woken; NULL if none. */
+ten_instance_t *ten_hv_pick(ten_hv_t *hv, const char *service, size_t service_len);
+/* Sets (and persists) an instance's weight, 0-100. */
+int ten_hv_set_weight(ten_hv_t *hv, const char *key, int weight, ten_err_t *err);
+
+/* ---- reload ---- */
+
+/* Applies a new config as a diff: new services appear, removed ones drain
+ * and go, instances of a service whose restart-relevant options changed
+ * restart one at a time, the rest move to the new snapshot untouched.
+ * Appends a human summary of what changed to `summary`. */
+void ten_hv_apply_config(ten_hv_t *hv, ten_config_t *config, ten_buf_t *summary);
 
 ten_instance_t *ten_hv_find(ten_hv_t *hv, const char *service, size_t service_len, const char *id,
                             size_t id_len);

@@ -29,6 +29,13 @@ static void child_fail(int pipe_fd, int step) {
   _exit(127);
 }
 
+/* Moves fd above the range we are about to fill (0-3), close-on-exec. */
+static int lift(int fd, int report_fd) {
+  int moved = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  if (moved < 0) child_fail(report_fd, STEP_DUP2);
+  return moved;
+}
+
 /* Runs in the child: async-signal-safe calls only. */
 static void child_exec(const ten_spawn_opts_t *o, char *const argv[], int report_fd, pid_t parent,
                        int null_fd) {
@@ -47,14 +54,34 @@ static void child_exec(const ten_spawn_opts_t *o, char *const argv[], int report
 
   if (o->directory && chdir(o->directory) < 0) child_fail(report_fd, STEP_CHDIR);
 
-  int out = o->stdout_fd >= 0 ? o->stdout_fd : null_fd;
-  int err = o->stderr_fd >= 0 ? o->stderr_fd : null_fd;
-  /* dup2 onto 0-2 clears FD_CLOEXEC; the sources keep theirs. */
-  if (dup2(null_fd, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-    child_fail(report_fd, STEP_DUP2);
-  /* Everything else we hold is CLOEXEC except what libraries may have opened;
-   * close all but the report pipe, which closes itself on exec. */
-  if (report_fd > 3) close_range(3, (unsigned)report_fd - 1, 0);
+  /* Any source fd may itself be 0-3: lift them all out of the way first,
+   * then place them. */
+  report_fd = lift(report_fd, report_fd);
+  int in = lift(null_fd, report_fd);
+  int out = lift(o->stdout_fd >= 0 ? o->stdout_fd : null_fd, report_fd);
+  int err = lift(o->stderr_fd >= 0 ? o->stderr_fd : null_fd, report_fd);
+  int listener = o->listen_fd >= 0 ? lift(o->listen_fd, report_fd) : -1;
+  /* dup2 clears FD_CLOEXEC on the copies, which is what the app inherits. */
+  if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0) child_fail(report_fd, STEP_DUP2);
+  if (listener >= 0) {
+    /* Socket activation: the socket is fd 3 and LISTEN_PID this process,
+     * written into the slot the parent reserved in the environment. */
+    if (dup2(listener, 3) < 0) child_fail(report_fd, STEP_DUP2);
+    for (char **e = o->envp; *e; e++) {
+      if (strncmp(*e, "LISTEN_PID=", 11) != 0) continue;
+      char *digits = *e + 11;
+      pid_t pid = getpid();
+      char tmp[16];
+      int n = 0;
+      do tmp[n++] = (char)('0' + pid % 10);
+      while ((pid /= 10) > 0 && n < 15);
+      for (int i = 0; i < n; i++) digits[i] = tmp[n - 1 - i];
+      digits[n] = '\0';
+    }
+  }
+  /* Close everything else but the report pipe, which closes itself on exec. */
+  unsigned first = listener >= 0 ? 4 : 3;
+  if ((unsigned)report_fd > first) close_range(first, (unsigned)report_fd - 1, 0);
   close_range((unsigned)report_fd + 1, ~0u, 0);
 
   execve("/bin/sh", argv, o->envp);

@@ -20,6 +20,8 @@ typedef struct ten_spawn_opts {
   char **envp;           /* NULL-terminated "NAME=value" array */
   int stdout_fd;         /* -1: /dev/null */
   int stderr_fd;         /* -1: /dev/null */
+  int listen_fd;         /* -1, or a listening socket passed as fd 3 with
+                            LISTEN_FDS=1 and LISTEN_PID (socket activation) */
 } ten_spawn_opts_t;
 
 typedef struct ten_spawned {

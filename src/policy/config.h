@@ -34,7 +34,7 @@ typedef struct ten_service_conf {
   char *name;
   int line; /* where it is declared, for messages */
 
-  char *command;   /* template; run as /bin/sh -c "exec <command>" */
+  char *command;   /* template; run by /bin/sh -c (a simple command is exec'd) */
   char *directory; /* template or NULL (then data_dir) */
   char *socket;    /* template of the unix socket path, or NULL in port mode */
   bool port_auto;  /* port = "auto": a free TCP port on 127.0.0.1, env PORT */
@@ -49,7 +49,35 @@ typedef struct ten_service_conf {
   double backoff_max;     /* cap of the exponential backoff */
   int max_restarts;       /* consecutive crashes before `failed` */
   double stable_after;    /* seconds up after which the crash count resets */
+
+  /* readiness and health */
+  int activation;         /* TEN_ACTIVATION_*: who creates the listening socket */
+  double health_interval; /* seconds between health checks while ready; 0 = none */
+  double health_timeout;  /* seconds a health check may take */
+  int health_failures;    /* consecutive failed checks before a restart */
+
+  /* scale to zero */
+  double idle_timeout; /* seconds without a request before stopping; 0 = never */
+  int idle_ref;        /* Lua function deciding idleness, or LUA_NOREF */
+  double wake_timeout; /* seconds a request waits for a sleeping instance */
+  int wake_queue;      /* requests that may wait per instance (503 beyond) */
+
+  /* weighted pool ({service}.{domain}) */
+  int weight;     /* 0-100 for every instance unless set per instance */
+  int weight_ref; /* Lua function(inst) -> weight, or LUA_NOREF */
+
+  /* one process per customer: instances created by their first request */
+  bool spawn_on_demand;
+  char *id_pattern;  /* POSIX extended regex ids must match */
+  int admit_ref;     /* Lua function(id, req) -> bool, or LUA_NOREF */
+  int max_instances; /* instances the service may have in all */
+  int spawn_rate;    /* on-demand creations per minute */
 } ten_service_conf_t;
+
+enum {
+  TEN_ACTIVATION_NONE,   /* the app binds its socket itself; ten probes it */
+  TEN_ACTIVATION_SOCKET, /* ten binds it and passes it as fd 3 (LISTEN_FDS) */
+};
 
 typedef struct ten_settings {
   char *domain;         /* lower-case, no trailing dot */
@@ -69,6 +97,8 @@ typedef struct ten_settings {
   size_t trusted_proxy_count;
 
   /* upstream side */
+  int route_ref; /* per-request Lua hook function(req) -> "service:id", or LUA_NOREF */
+
   int upstream_keepalive;          /* idle upstream connections kept per instance */
   double upstream_connect_timeout; /* seconds to connect to an instance */
   double upstream_timeout;         /* seconds of silence from an answering instance */

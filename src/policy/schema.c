@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <lauxlib.h>
+#include <regex.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 /* ------------------------------------------------------------ the tables */
 
 static const char *const restart_choices[] = {"on-failure", "always", "never", NULL};
+static const char *const activation_choices[] = {"none", "socket", NULL};
 
 #define SET(field) offsetof(ten_settings_t, field)
 #define SVC(field) offsetof(ten_service_conf_t, field)
@@ -45,6 +47,8 @@ const ten_option_t ten_settings_options[] = {
    "seconds an idle keep-alive client connection is kept (0 = no keep-alive)"},
   {"trusted_proxies", TEN_OPT_CIDRS, SET(trusted_proxies), 0, 0, 0, NULL, NULL, 0, 0,
    "peers (e.g. \"10.0.0.0/8\") whose X-Forwarded-* headers are believed"},
+  {"route", TEN_OPT_FUNC, SET(route_ref), 0, 0, 0, NULL, NULL, 0, 0,
+   "function(req) -> \"service:id\" to route a request (runs per request: measure it)"},
   {"upstream_keepalive", TEN_OPT_INT, SET(upstream_keepalive), 0, 4096, 32, NULL, NULL, 0, 0,
    "idle upstream connections kept open per instance"},
   {"upstream_connect_timeout", TEN_OPT_SECONDS, SET(upstream_connect_timeout), 0.001, 3600, 5, NULL,
@@ -83,6 +87,34 @@ const ten_option_t ten_service_options[] = {
    "consecutive crashes after which the instance is failed"},
   {"stable_after", TEN_OPT_SECONDS, SVC(stable_after), 0, 86400, 30, NULL, NULL, 0, 0,
    "seconds up after which the crash count starts again from zero"},
+  {"activation", TEN_OPT_ENUM, SVC(activation), 0, 0, 0, NULL, activation_choices, 0,
+   TEN_OPT_RESTARTS, "\"socket\": ten binds the socket and passes it as fd 3 (LISTEN_FDS)"},
+  {"health_interval", TEN_OPT_SECONDS, SVC(health_interval), 0, 86400, 10, NULL, NULL, 0, 0,
+   "seconds between health checks of a ready instance (0 = only at start)"},
+  {"health_timeout", TEN_OPT_SECONDS, SVC(health_timeout), 0.001, 3600, 2, NULL, NULL, 0, 0,
+   "seconds a health check may take"},
+  {"health_failures", TEN_OPT_INT, SVC(health_failures), 1, 1000, 3, NULL, NULL, 0, 0,
+   "failed health checks in a row before the instance is restarted"},
+  {"idle_timeout", TEN_OPT_SECONDS, SVC(idle_timeout), 0, 31536000, 0, NULL, NULL, 0, 0,
+   "seconds without a request before an instance is stopped (0 = never)"},
+  {"idle", TEN_OPT_FUNC, SVC(idle_ref), 0, 0, 0, NULL, NULL, 0, 0,
+   "function(inst) -> true to stop an instance now (inst: idle_seconds, uptime, requests, memory_mb)"},
+  {"wake_timeout", TEN_OPT_SECONDS, SVC(wake_timeout), 0.01, 3600, 30, NULL, NULL, 0, 0,
+   "seconds a request waits for a sleeping instance to start (503 after)"},
+  {"wake_queue", TEN_OPT_INT, SVC(wake_queue), 0, 100000, 256, NULL, NULL, 0, 0,
+   "requests that may wait for one instance to start (503 beyond)"},
+  {"weight", TEN_OPT_WEIGHT, SVC(weight), 0, 100, 100, NULL, NULL, 0, 0,
+   "share of {service}.{domain} traffic, 0-100, or function(inst) -> weight"},
+  {"spawn_on_demand", TEN_OPT_BOOL, SVC(spawn_on_demand), 0, 0, 0, NULL, NULL, 0, 0,
+   "create an instance on the first request for a new {id}"},
+  {"id_pattern", TEN_OPT_REGEX, SVC(id_pattern), 0, 0, 0, "^[a-z0-9][a-z0-9-]{0,62}$", NULL, 0, 0,
+   "regular expression an on-demand id must match"},
+  {"admit", TEN_OPT_FUNC, SVC(admit_ref), 0, 0, 0, NULL, NULL, 0, 0,
+   "function(id, req) -> true to allow creating that instance on demand"},
+  {"max_instances", TEN_OPT_INT, SVC(max_instances), 0, 100000, 100, NULL, NULL, 0, 0,
+   "instances the service may have (on-demand creation stops there)"},
+  {"spawn_rate", TEN_OPT_INT, SVC(spawn_rate), 0, 100000, 60, NULL, NULL, 0, 0,
+   "on-demand creations allowed per minute"},
   {NULL, 0, 0, 0, 0, 0, NULL, NULL, 0, 0, NULL},
 };
 /* clang-format on */
@@ -106,6 +138,10 @@ _Static_assert(offsetof(ten_settings_t, trusted_proxy_count) ==
                    offsetof(ten_settings_t, trusted_proxies) + sizeof(ten_cidr_t *),
                "trusted_proxies and its count must be adjacent");
 
+_Static_assert(offsetof(ten_service_conf_t, weight_ref) ==
+                   offsetof(ten_service_conf_t, weight) + sizeof(int),
+               "weight and weight_ref must be adjacent");
+
 /* ten_service_conf_t keeps env and env_count side by side. */
 _Static_assert(offsetof(ten_service_conf_t, env_count) ==
                    offsetof(ten_service_conf_t, env) + sizeof(ten_env_var_t *),
@@ -113,7 +149,7 @@ _Static_assert(offsetof(ten_service_conf_t, env_count) ==
 
 static bool is_string_type(ten_opt_type_t t) {
   return t == TEN_OPT_STRING || t == TEN_OPT_TEMPLATE || t == TEN_OPT_DOMAIN || t == TEN_OPT_PATH ||
-         t == TEN_OPT_HTTP_PATH;
+         t == TEN_OPT_HTTP_PATH || t == TEN_OPT_REGEX;
 }
 
 void ten_schema_defaults(const ten_option_t *opts, void *target) {
@@ -124,6 +160,11 @@ void ten_schema_defaults(const ten_option_t *opts, void *target) {
     case TEN_OPT_BOOL:
     case TEN_OPT_AUTO: *FIELD(target, o, bool) = o->def_num != 0; break;
     case TEN_OPT_ENUM: *FIELD(target, o, int) = (int)o->def_num; break;
+    case TEN_OPT_FUNC: *FIELD(target, o, int) = LUA_NOREF; break;
+    case TEN_OPT_WEIGHT:
+      FIELD(target, o, int)[0] = (int)o->def_num;
+      FIELD(target, o, int)[1] = LUA_NOREF;
+      break;
     case TEN_OPT_SIZE: *FIELD(target, o, int64_t) = (int64_t)o->def_num; break;
     case TEN_OPT_ENV:
     case TEN_OPT_CIDRS: break;
@@ -304,6 +345,19 @@ static int apply_string(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, 
     else
       value = ten_xasprintf("%s/%s", ctx->base_dir, s);
     break;
+  case TEN_OPT_REGEX: {
+    regex_t re;
+    int rc = regcomp(&re, s, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+      char why_re[128];
+      regerror(rc, &re, why_re, sizeof why_re);
+      return key_error(ctx, err, o->name, "'%s' is not a valid regular expression: %s", o->name,
+                       why_re);
+    }
+    regfree(&re);
+    value = ten_xstrdup(s);
+    break;
+  }
   case TEN_OPT_HTTP_PATH:
     if (s[0] != '/' || strpbrk(s, " \t\r\n"))
       return key_error(ctx, err, o->name, "'%s' must be a URL path starting with '/', got %s",
@@ -446,7 +500,7 @@ static int apply_one(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
   case TEN_OPT_SECONDS: {
     double v = lua_type(L, vidx) == LUA_TNUMBER ? lua_tonumber(L, vidx) : NAN;
     if (!(v >= o->min && v <= o->max))
-      return key_error(ctx, err, o->name, "'%s' must be a number of seconds from %g to %g, got %s",
+      return key_error(ctx, err, o->name, "'%s' must be a number of seconds from %.10g to %.10g, got %s",
                        o->name, o->min, o->max, describe(L, vidx, got, sizeof got));
     *FIELD(target, o, double) = v;
     return 0;
@@ -481,6 +535,25 @@ static int apply_one(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
   }
   case TEN_OPT_ENV: return apply_env(o, ctx, vidx, target, err);
   case TEN_OPT_SIZE: return apply_size(o, ctx, vidx, target, err);
+  case TEN_OPT_FUNC:
+    if (lua_type(L, vidx) != LUA_TFUNCTION)
+      return key_error(ctx, err, o->name, "'%s' must be a function, got %s", o->name,
+                       describe(L, vidx, got, sizeof got));
+    lua_pushvalue(L, vidx);
+    *FIELD(target, o, int) = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+  case TEN_OPT_WEIGHT:
+    if (lua_type(L, vidx) == LUA_TFUNCTION) {
+      lua_pushvalue(L, vidx);
+      FIELD(target, o, int)[1] = luaL_ref(L, LUA_REGISTRYINDEX);
+      return 0;
+    }
+    if (!lua_isinteger(L, vidx) || lua_tointeger(L, vidx) < 0 || lua_tointeger(L, vidx) > 100)
+      return key_error(ctx, err, o->name,
+                       "'%s' must be an integer from 0 to 100 or a function, got %s", o->name,
+                       describe(L, vidx, got, sizeof got));
+    FIELD(target, o, int)[0] = (int)lua_tointeger(L, vidx);
+    return 0;
   case TEN_OPT_CIDRS: return apply_cidrs(o, ctx, vidx, target, err);
   default: return key_error(ctx, err, o->name, "'%s': unsupported option type", o->name);
   }
@@ -543,6 +616,14 @@ void ten_schema_to_json(const ten_option_t *opts, const void *target, ten_jw_t *
       break;
     case TEN_OPT_ENUM: ten_jw_str(w, o->choices[*CFIELD(target, o, int)]); break;
     case TEN_OPT_SIZE: ten_jw_int(w, *CFIELD(target, o, int64_t)); break;
+    case TEN_OPT_FUNC:
+      if (*CFIELD(target, o, int) == LUA_NOREF) ten_jw_null(w);
+      else ten_jw_str(w, "<function>");
+      break;
+    case TEN_OPT_WEIGHT:
+      if (CFIELD(target, o, int)[1] != LUA_NOREF) ten_jw_str(w, "<function>");
+      else ten_jw_int(w, CFIELD(target, o, int)[0]);
+      break;
     case TEN_OPT_CIDRS: {
       const cidr_list_t *list = CFIELD(target, o, cidr_list_t);
       ten_jw_arr(w);
@@ -577,6 +658,11 @@ bool ten_schema_differs(const ten_option_t *o, const void *a, const void *b) {
   case TEN_OPT_ENUM: return *CFIELD(a, o, int) != *CFIELD(b, o, int);
   case TEN_OPT_SECONDS: return *CFIELD(a, o, double) != *CFIELD(b, o, double);
   case TEN_OPT_SIZE: return *CFIELD(a, o, int64_t) != *CFIELD(b, o, int64_t);
+  case TEN_OPT_FUNC: /* functions of two states cannot be compared: a hook is a hook */
+    return (*CFIELD(a, o, int) == LUA_NOREF) != (*CFIELD(b, o, int) == LUA_NOREF);
+  case TEN_OPT_WEIGHT:
+    return CFIELD(a, o, int)[0] != CFIELD(b, o, int)[0] ||
+           (CFIELD(a, o, int)[1] == LUA_NOREF) != (CFIELD(b, o, int)[1] == LUA_NOREF);
   case TEN_OPT_CIDRS: {
     const cidr_list_t *la = CFIELD(a, o, cidr_list_t), *lb = CFIELD(b, o, cidr_list_t);
     return la->count != lb->count ||

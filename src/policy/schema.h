@@ -25,6 +25,9 @@ typedef enum ten_opt_type {
   TEN_OPT_ENV,  /* table of NAME = template string (or number) */
   TEN_OPT_AUTO,      /* the string "auto" only; stored as bool */
   TEN_OPT_SIZE,      /* bytes: an integer, or "512k", "10m", "1g" (int64_t) */
+  TEN_OPT_FUNC,      /* a Lua function, kept as a registry ref (int; LUA_NOREF if absent) */
+  TEN_OPT_WEIGHT,    /* 0-100 (int) or a function: an int field, then its ref (int) */
+  TEN_OPT_REGEX,     /* a POSIX extended regular expression (checked to compile) */
   TEN_OPT_CIDRS,     /* list like { "10.0.0.0/8" } (ten_cidr_t array, then a size_t count) */
 } ten_opt_type_t;
 
