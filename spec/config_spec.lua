@@ -19,7 +19,7 @@ local bad = {
     config = 'service "api" {\n  health = "/health",\n  comand = "x",\n}\n' },
   { name = "unknown key in settings", line = 2, words = { "settings", "unknown key 'prot'", "'port'" },
     config = 'settings {\n  prot = 8080,\n}\n' },
-  { name = "wrong type", line = 3, words = { "'idle_timeout'", "unknown key" },
+  { name = "wrong type", line = 3, words = { "'idle_timeout' must be a number of seconds", "\"soon\"" },
     config = 'service "api" {\n  command = "x",\n  idle_timeout = "soon",\n}\n' },
   { name = "wrong type for a known key", line = 3, words = { "'start_timeout' must be a number", "\"soon\"" },
     config = 'service "api" {\n  command = "x",\n  start_timeout = "soon",\n}\n' },

@@ -46,12 +46,13 @@ function M.assert_no_sanitizer_report(text, what)
 end
 
 -- opts.config: text of a tenement.lua (written to the temp dir), or nil
--- opts.args: extra arguments to `ten serve`; opts.env: extra environment
+-- opts.args: extra arguments to `ten serve`; opts.env: extra environment;
+-- opts.data_dir: reuse a data dir (default: a new one in the temp dir)
 function M.start(opts)
   opts = opts or {}
   local dir = assert(tt.mkdtemp("ten-spec-"))
-  local self = setmetatable({ dir = dir, data_dir = dir .. "/data", stdout = dir .. "/stdout",
-    stderr = dir .. "/stderr" }, Server)
+  local self = setmetatable({ dir = dir, data_dir = opts.data_dir or (dir .. "/data"),
+    stdout = dir .. "/stdout", stderr = dir .. "/stderr" }, Server)
   if opts.config then
     self.config_path = dir .. "/tenement.lua"
     assert(tt.write_file(self.config_path, opts.config))

@@ -209,29 +209,27 @@ static const char *str_or(const ten_json_t *obj, const char *key, const char *df
 }
 
 static void print_table(const ten_json_t *list) {
-  printf("%-28s %-9s %-8s %-8s %-8s %s\n", "INSTANCE", "STATE", "PID", "UPTIME", "RESTARTS",
-         "DETAIL");
+  printf("%-28s %-9s %-8s %-8s %-8s %-6s %-8s %s\n", "INSTANCE", "STATE", "PID", "UPTIME",
+         "RESTARTS", "WEIGHT", "HEALTH", "DETAIL");
   for (size_t i = 0; list && list->type == TEN_JSON_ARRAY && i < list->count; i++) {
     const ten_json_t *inst = &list->items[i];
-    char key[160], pid[16] = "-", uptime[32] = "-";
+    char key[160], pid[16] = "-", uptime[32] = "-", port_text[32];
     snprintf(key, sizeof key, "%s:%s", str_or(inst, "service", "?"), str_or(inst, "id", "?"));
     double v;
     if (ten_json_get_num(inst, "pid", &v)) snprintf(pid, sizeof pid, "%.0f", v);
     if (ten_json_get_num(inst, "uptime", &v)) format_duration(v, uptime, sizeof uptime);
-    double restarts = 0;
+    double restarts = 0, weight = 0;
     ten_json_get_num(inst, "restarts", &restarts);
+    ten_json_get_num(inst, "weight", &weight);
     const char *detail = ten_json_get_str(inst, "reason");
+    if (!detail) detail = ten_json_get_str(inst, "hook_error");
     if (!detail) detail = ten_json_get_str(inst, "socket");
-    if (!detail) {
-      double port;
-      static char port_text[32];
-      if (ten_json_get_num(inst, "port", &port)) {
-        snprintf(port_text, sizeof port_text, "port %.0f", port);
-        detail = port_text;
-      }
+    if (!detail && ten_json_get_num(inst, "port", &v)) {
+      snprintf(port_text, sizeof port_text, "port %.0f", v);
+      detail = port_text;
     }
-    printf("%-28s %-9s %-8s %-8s %-8.0f %s\n", key, str_or(inst, "state", "?"), pid, uptime,
-           restarts, detail ? detail : "");
+    printf("%-28s %-9s %-8s %-8s %-8.0f %-6.0f %-8s %s\n", key, str_or(inst, "state", "?"), pid,
+           uptime, restarts, weight, str_or(inst, "health", "-"), detail ? detail : "");
   }
 }
 

@@ -60,7 +60,8 @@ static int parse(int argc, char **argv, ten_cli_opts_t *o) {
   o->port = -1;
   for (int i = 1; i < argc; i++) {
     char *a = argv[i];
-    if (a[0] != '-' || a[1] == '\0') {
+    /* "-5" is a (bad) number for the command to judge, not an option. */
+    if (a[0] != '-' || a[1] == '\0' || (a[1] >= '0' && a[1] <= '9')) {
       if (!o->command)
         o->command = a;
       else if (o->arg_count < (int)TEN_ARRAY_SIZE(o->args))

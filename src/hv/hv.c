@@ -616,8 +616,11 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
     case EV_EXIT: {
       disarm_timer(inst);
       bool again = inst->_restart_after_stop && !inst->hv->shutting_down;
-      inst->_restart_after_stop = false;
+      /* Observers see the flag still set: requests waiting through a
+       * restart keep waiting, and a rolling restart does not move on. */
+      inst->_restart_after_stop = again;
       transition(inst, TEN_INST_STOPPED, inst->last_exit);
+      inst->_restart_after_stop = false;
       if (again) begin_start(inst);
       break;
     }
@@ -707,6 +710,10 @@ void ten__hv_restart(ten_instance_t *inst, const char *why) {
 
 void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg) {
   snprintf(inst->hook_error, sizeof inst->hook_error, "%s hook: %s", what, msg);
+  char *slot = !strcmp(what, "weight") ? inst->weight_hook_error
+               : !strcmp(what, "idle") ? inst->idle_hook_error
+                                       : NULL;
+  if (slot) snprintf(slot, sizeof inst->idle_hook_error, "%.380s", msg);
   ten_log(TEN_LOG_ERROR, "hv: %s: %s hook failed, using the default: %s", inst->key, what, msg);
 }
 
@@ -907,6 +914,11 @@ void ten_instance_to_json(const ten_instance_t *inst, ten_jw_t *w) {
   ten_jw_kstr(w, "last_exit", inst->last_exit[0] ? inst->last_exit : NULL);
   ten_jw_kstr(w, "reason", inst->reason[0] ? inst->reason : NULL);
   ten_jw_kstr(w, "hook_error", inst->hook_error[0] ? inst->hook_error : NULL);
+  ten_jw_key(w, "hook_errors");
+  ten_jw_obj(w);
+  if (inst->weight_hook_error[0]) ten_jw_kstr(w, "weight", inst->weight_hook_error);
+  if (inst->idle_hook_error[0]) ten_jw_kstr(w, "idle", inst->idle_hook_error);
+  ten_jw_obj_end(w);
   ten_jw_obj_end(w);
 }
 

@@ -74,6 +74,8 @@ struct ten_instance {
   int health;        /* TEN_HEALTH_*: the last periodic check */
   unsigned health_failures; /* consecutive failed checks */
   char hook_error[512];     /* the last failure of a Lua hook about it */
+  char weight_hook_error[384]; /* the last failure of each hook, kept apart */
+  char idle_hook_error[384];
 
   /* Weighted pool. */
   int weight_override; /* set by `ten weight` (persisted), or -1 */

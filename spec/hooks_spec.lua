@@ -1,0 +1,97 @@
+-- Lua policy hooks: weight, idle, route; and what happens when a hook
+-- fails, returns the wrong type, or never returns.
+local ten = require "ten"
+local tt = require "tentest"
+
+local CONFIG = [[
+settings {
+  route = function(req)
+    if req.headers["x-route"] then return req.headers["x-route"] end
+    if req.headers["x-route-bad"] then return 42 end
+    if req.path == "/explode" then error("route exploded") end
+    return nil
+  end,
+}
+service "hello" {
+  command = os.getenv("HELLO_BIN"),
+  health = "/health",
+  weight = function(inst) return inst.id == "canary" and 10 or 90 end,
+  idle = function(inst) return inst.idle_seconds > 0.5 and inst.id ~= "prod" end,
+}
+service "bad" {
+  command = os.getenv("HELLO_BIN"),
+  weight = function(inst) error("weight exploded") end,
+  idle = function(inst) return "yes" end,
+}
+service "spin" {
+  command = os.getenv("HELLO_BIN"),
+  weight = function(inst) while true do end end,
+}
+instances { hello = { "prod", "canary" }, bad = { "b" }, spin = { "s" } }
+]]
+
+describe("hooks", function()
+  local server
+  setup(function()
+    server = ten.start { config = CONFIG }
+    for _, key in ipairs { "hello:prod", "hello:canary", "bad:b", "spin:s" } do
+      assert.truthy(server:wait_state(key, "ready"), key)
+    end
+  end)
+  teardown(function() if server then server:cleanup() end end)
+
+  it("weight: sets each instance's share from Lua", function()
+    assert.are.equal(90, server:instance("hello:prod").weight)
+    assert.are.equal(10, server:instance("hello:canary").weight)
+  end)
+
+  it("idle: decides which instances stop", function()
+    assert.truthy(server:wait_state("hello:canary", "stopped", 10000))
+    tt.sleep(1500)
+    assert.are.equal("ready", server:instance("hello:prod").state)
+  end)
+
+  it("route: picks the instance for a request, or leaves it to the Host", function()
+    local resp = server:request { host = "anything.example", headers = { ["X-Route"] = "hello:prod" } }
+    assert.are.equal(200, resp.status)
+    assert.are.equal("prod", ten.json(resp).id)
+    assert.are.equal("b", ten.json(server:get("b.bad.localhost")).id)
+  end)
+
+  it("reports a failing hook with file:line and falls back to the default", function()
+    local bad = server:instance("bad:b")
+    assert.are.equal(100, bad.weight) -- the service's default weight
+    assert.matches("tenement.lua:%d+: weight exploded", bad.hook_errors.weight)
+    assert.matches("weight hook failed.*tenement.lua:%d+: weight exploded", server:log())
+    local api = ten.json(server:get("localhost", "/api/instances/bad:b"))
+    assert.matches("weight exploded", api.hook_errors.weight)
+  end)
+
+  it("reports a hook returning the wrong type", function()
+    local bad = ten.wait_until(5000, function()
+      local i = server:instance("bad:b")
+      if i.hook_errors.idle then return i end
+    end)
+    assert.truthy(bad)
+    assert.matches("idle hook must return true or false, got string", bad.hook_errors.idle)
+    assert.matches("tenement.lua:%d+", bad.hook_errors.idle)
+    assert.are.equal("ready", bad.state) -- default: no idle_timeout, so it stays
+  end)
+
+  it("cuts a hook that never returns and keeps serving", function()
+    local spin = server:instance("spin:s")
+    assert.matches("tenement.lua:%d+: instruction limit exceeded", spin.hook_errors.weight)
+    assert.are.equal(100, spin.weight)
+    assert.are.equal(200, server:get("s.spin.localhost").status)
+  end)
+
+  it("routes by Host when the route hook fails or answers nonsense", function()
+    local resp = server:request { host = "prod.hello.localhost", path = "/explode" }
+    assert.are.equal(404, resp.status) -- hello has no /explode, but it was reached
+    assert.are.equal("prod", resp.headers["x-hello-id"])
+    assert.matches("route hook failed.*route exploded", server:log())
+    resp = server:request { host = "prod.hello.localhost", headers = { ["X-Route-Bad"] = "1" } }
+    assert.are.equal(200, resp.status)
+    assert.matches("route hook must return", server:log())
+  end)
+end)
