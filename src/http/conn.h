@@ -25,6 +25,23 @@
 #define TEN_HTTP_LOCAL_BODY_MAX (1024 * 1024)
 #define TEN_HTTP_DISCARD_MAX    (1024 * 1024)
 
+/* Writes gathered during one turn of the loop and sent as one writev: a
+ * response head and its body go out in one system call. */
+#define TEN_WBATCH_MAX 16
+typedef struct ten__wbatch {
+  ten_iobuf_t *bufs[TEN_WBATCH_MAX]; /* one reference each */
+  uv_buf_t iov[TEN_WBATCH_MAX];
+  unsigned count;
+  size_t bytes;
+} ten__wbatch_t;
+
+/* false when full (flush, then add again). */
+bool ten__wbatch_add(ten__wbatch_t *b, ten_iobuf_t *buf, const char *data, size_t len);
+/* Hands the batch to uv_write (cb gets the total); the batch is empty after. */
+int ten__wbatch_flush(ten__wbatch_t *b, uv_stream_t *stream, void (*cb)(void *, int, size_t),
+                      void *owner);
+void ten__wbatch_drop(ten__wbatch_t *b);
+
 /* A header is two spans in the head arena. */
 typedef struct ten__header {
   uint32_t name_off, name_len;
@@ -108,12 +125,17 @@ struct ten__conn {
   int64_t body_bytes;     /* request body bytes seen (max_body_size) */
   bool body_too_large;
 
-  size_t write_pending; /* bytes queued to the client */
+  size_t write_pending; /* bytes queued to the client (batched or in flight) */
+  ten__wbatch_t out;    /* gathered this loop turn, not yet handed to libuv */
+  struct ten__conn *next_dirty, *prev_dirty;
+  bool dirty;           /* on the server's flush list */
   unsigned writes;      /* write requests in flight */
   char client_ip[48]; /* the peer */
   char real_ip[48];   /* the client, looking through trusted proxies */
   bool peer_trusted;  /* the peer is in settings.trusted_proxies */
   bool upgrade;       /* the request asks for a protocol upgrade */
+  uint64_t deadline_ms;       /* loop time the timer's phase ends (see arm) */
+  size_t last_read;           /* picks the next read buffer's size */
   ten_hv_waiter_t waiter;     /* queued while its instance wakes up */
   ten_instance_t *waiting_for; /* the instance it waits for, or NULL */
 };
@@ -139,7 +161,9 @@ struct ten_http_server {
   uv_timer_t drain_timer;
   void (*shutdown_cb)(ten_http_server_t *s, void *ctx);
   void *shutdown_ctx;
-  int open_handles; /* listener + drain timer */
+  int open_handles; /* listener + drain timer + flusher */
+  uv_check_t flusher;      /* after each loop turn's I/O: flush batched writes */
+  struct ten__conn *dirty; /* connections with batched writes */
   char route_hook_error[512]; /* the route hook's last failure */
 };
 

@@ -97,7 +97,8 @@ bool ten__is_hop_by_hop(const ten__head_t *h, const char *name, size_t len) {
 
 typedef struct wreq {
   uv_write_t req;
-  ten_iobuf_t *buf;
+  ten_iobuf_t *bufs[TEN_WBATCH_MAX];
+  unsigned count;
   ten__write_cb cb;
   void *owner;
   size_t len;
@@ -107,24 +108,7 @@ typedef struct wreq {
 static _Thread_local wreq_t *free_wreqs;
 static _Thread_local size_t free_wreq_count;
 
-static void on_write(uv_write_t *req, int status) {
-  wreq_t *w = ten_container_of(req, wreq_t, req);
-  ten__write_cb cb = w->cb;
-  void *owner = w->owner;
-  size_t len = w->len;
-  ten_iobuf_unref(w->buf);
-  if (free_wreq_count < 1024) {
-    w->next_free = free_wreqs;
-    free_wreqs = w;
-    free_wreq_count++;
-  } else {
-    free(w);
-  }
-  cb(owner, status, len);
-}
-
-int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t len,
-               ten__write_cb cb, void *owner) {
+static wreq_t *wreq_get(void) {
   wreq_t *w = free_wreqs;
   if (w) {
     free_wreqs = w->next_free;
@@ -132,19 +116,72 @@ int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t l
   } else {
     w = ten_xmalloc(sizeof *w);
   }
-  w->buf = ten_iobuf_ref(buf);
-  w->cb = cb;
-  w->owner = owner;
-  w->len = len;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  int rc = uv_write(&w->req, stream, &b, 1, on_write);
-  if (rc < 0) {
-    ten_iobuf_unref(w->buf);
+  return w;
+}
+
+static void wreq_put(wreq_t *w) {
+  for (unsigned i = 0; i < w->count; i++) ten_iobuf_unref(w->bufs[i]);
+  if (free_wreq_count < 1024) {
     w->next_free = free_wreqs;
     free_wreqs = w;
     free_wreq_count++;
+  } else {
+    free(w);
   }
+}
+
+static void on_write(uv_write_t *req, int status) {
+  wreq_t *w = ten_container_of(req, wreq_t, req);
+  ten__write_cb cb = w->cb;
+  void *owner = w->owner;
+  size_t len = w->len;
+  wreq_put(w);
+  cb(owner, status, len);
+}
+
+int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t len,
+               ten__write_cb cb, void *owner) {
+  ten__wbatch_t one = {.count = 1, .bytes = len};
+  one.bufs[0] = ten_iobuf_ref(buf);
+  one.iov[0] = uv_buf_init((char *)data, (unsigned)len);
+  return ten__wbatch_flush(&one, stream, cb, owner);
+}
+
+bool ten__wbatch_add(ten__wbatch_t *b, ten_iobuf_t *buf, const char *data, size_t len) {
+  /* Contiguous with the previous piece of the same buffer: extend it. */
+  if (b->count && b->bufs[b->count - 1] == buf &&
+      b->iov[b->count - 1].base + b->iov[b->count - 1].len == data) {
+    b->iov[b->count - 1].len += len;
+    b->bytes += len;
+    return true;
+  }
+  if (b->count == TEN_WBATCH_MAX) return false;
+  b->bufs[b->count] = ten_iobuf_ref(buf);
+  b->iov[b->count] = uv_buf_init((char *)data, (unsigned)len);
+  b->count++;
+  b->bytes += len;
+  return true;
+}
+
+int ten__wbatch_flush(ten__wbatch_t *b, uv_stream_t *stream, ten__write_cb cb, void *owner) {
+  if (!b->count) return 0;
+  wreq_t *w = wreq_get();
+  memcpy(w->bufs, b->bufs, b->count * sizeof *b->bufs);
+  w->count = b->count;
+  w->cb = cb;
+  w->owner = owner;
+  w->len = b->bytes;
+  int rc = uv_write(&w->req, stream, b->iov, b->count, on_write);
+  b->count = 0;
+  b->bytes = 0;
+  if (rc < 0) wreq_put(w);
   return rc;
+}
+
+void ten__wbatch_drop(ten__wbatch_t *b) {
+  for (unsigned i = 0; i < b->count; i++) ten_iobuf_unref(b->bufs[i]);
+  b->count = 0;
+  b->bytes = 0;
 }
 
 void ten__write_trim(void) {

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONNECT_TIMEOUT_MS   5000
 #define POOL_IDLE_TIMEOUT_MS 60000
 
 typedef struct ten__pool pool_t;
@@ -57,6 +56,8 @@ struct ten__upstream {
   size_t request_head_len;
 
   size_t write_pending;
+  uint64_t deadline_ms; /* loop time the timer's phase ends (see up_arm) */
+  size_t last_read;     /* picks the next read buffer's size */
   bool connected;
   bool reused; /* came from the pool: may have been closed under us */
   bool reading;
@@ -267,8 +268,23 @@ static void upstream_lost(ten__upstream_t *up, int uv_err) {
     fail_exchange(up, 502, "the instance closed the connection without answering", uv_err);
 }
 
+static void on_up_timeout(uv_timer_t *t);
+
+/* Same lazy deadline as the client side (server.c arm): a busy upstream
+ * moves its deadline on every read without touching the timer heap. */
+static void up_arm(ten__upstream_t *up, uint64_t ms) {
+  up->deadline_ms = uv_now(up->timer.loop) + ms;
+  if (uv_is_active((uv_handle_t *)&up->timer) && uv_timer_get_due_in(&up->timer) <= ms) return;
+  uv_timer_start(&up->timer, on_up_timeout, ms, 0);
+}
+
 static void on_up_timeout(uv_timer_t *t) {
   ten__upstream_t *up = t->data;
+  uint64_t now = uv_now(t->loop);
+  if (now < up->deadline_ms) {
+    uv_timer_start(&up->timer, on_up_timeout, up->deadline_ms - now, 0);
+    return;
+  }
   if (up->in_pool) {
     up_close(up); /* idle too long */
     return;
@@ -282,7 +298,7 @@ static void on_up_timeout(uv_timer_t *t) {
 static void arm_response_timeout(ten__upstream_t *up) {
   ten_http_server_t *s = up->pool->server;
   uint64_t ms = (uint64_t)(s->config->settings.upstream_timeout * 1000.0);
-  uv_timer_start(&up->timer, on_up_timeout, ms ? ms : 1, 0);
+  up_arm(up, ms ? ms : 1);
 }
 
 /* ------------------------------------------------------------ writing upstream */
@@ -437,7 +453,9 @@ static void on_up_connect(uv_connect_t *req, int status) {
 static int up_connect(ten__upstream_t *up) {
   ten_instance_t *inst = up->pool->inst;
   up->connect_req.data = up;
-  uv_timer_start(&up->timer, on_up_timeout, CONNECT_TIMEOUT_MS, 0);
+  uint64_t connect_ms =
+      (uint64_t)(up->pool->server->config->settings.upstream_connect_timeout * 1000.0);
+  up_arm(up, connect_ms ? connect_ms : 1);
   if (inst->socket_path) {
     uv_pipe_connect(&up->connect_req, &up->h.pipe, inst->socket_path, on_up_connect);
     return 0;
@@ -473,9 +491,15 @@ static void not_available(ten__conn_t *c, ten_instance_t *inst) {
  * instance is ready. */
 static void proxy_begin(ten__conn_t *c, ten_instance_t *inst) {
   ten_http_server_t *s = c->server;
-  ten_iobuf_t *head = ten_iobuf_get();
+  ten_iobuf_t *head = ten_iobuf_get_sized(false);
   size_t head_len;
-  if (!build_request_head(c, head, &head_len)) {
+  bool fits = build_request_head(c, head, &head_len);
+  if (!fits) { /* a big head: try the large size before giving up */
+    ten_iobuf_unref(head);
+    head = ten_iobuf_get_sized(true);
+    fits = build_request_head(c, head, &head_len);
+  }
+  if (!fits) {
     ten_iobuf_unref(head);
     c->mode = TEN_MODE_DISCARD;
     c->keep_alive = false;
@@ -793,12 +817,42 @@ static void init_response_settings(void) {
   response_settings.on_message_complete = on_resp_message_complete;
 }
 
+/* The head the client gets: status line, end-to-end headers (a 101 keeps
+ * its Upgrade), and our Connection header. */
+static void write_response_head(head_writer_t *w, ten__upstream_t *up, int status, bool switching,
+                                bool interim, bool client_http10) {
+  const ten__conn_t *c = up->client;
+  const ten__head_t *h = &up->head;
+  char status_line[] = "HTTP/1.1 000 ";
+  status_line[9] = (char)('0' + status / 100 % 10);
+  status_line[10] = (char)('0' + status / 10 % 10);
+  status_line[11] = (char)('0' + status % 10);
+  hw_put(w, status_line, sizeof status_line - 1);
+  if (h->target_len) hw_put(w, h->arena.data + h->target_off, h->target_len);
+  else hw_str(w, ten_http_status_text(status));
+  HW_LIT(w, "\r\n");
+  for (unsigned i = 0; i < h->count; i++) {
+    const ten__header_t *hd = &h->headers[i];
+    const char *name = h->arena.data + hd->name_off;
+    bool keep_upgrade = switching && ten_strieq(name, hd->name_len, "upgrade");
+    if (!keep_upgrade && ten__is_hop_by_hop(h, name, hd->name_len)) continue;
+    if (up->dechunk && ten_strieq(name, hd->name_len, "transfer-encoding")) continue;
+    hw_header(w, h, hd);
+  }
+  if (switching)
+    HW_LIT(w, "Connection: upgrade\r\n");
+  else if (!interim && (!c->keep_alive || c->server->shutting_down))
+    HW_LIT(w, "Connection: close\r\n");
+  else if (!interim && client_http10)
+    HW_LIT(w, "Connection: keep-alive\r\n");
+  HW_LIT(w, "\r\n");
+}
+
 /* Rewrites the response head for the client and queues it, written
  * straight into an iobuf. A 101 keeps its Upgrade header and turns the
  * exchange into a tunnel. */
 static void on_response_head(ten__upstream_t *up) {
   ten__conn_t *c = up->client;
-  const ten__head_t *h = &up->head;
   int status = llhttp_get_status_code(&up->parser);
   bool switching = status == 101;
   bool interim = status >= 100 && status < 200 && !switching;
@@ -818,29 +872,16 @@ static void on_response_head(ten__upstream_t *up) {
     }
   }
 
-  ten_iobuf_t *b = ten_iobuf_get();
-  head_writer_t w = {b->data, b->data + b->size, false};
-  char status_line[32];
-  int n = snprintf(status_line, sizeof status_line, "HTTP/1.1 %d ", status);
-  hw_put(&w, status_line, (size_t)n);
-  if (h->target_len) hw_put(&w, h->arena.data + h->target_off, h->target_len);
-  else hw_str(&w, ten_http_status_text(status));
-  HW_LIT(&w, "\r\n");
-  for (unsigned i = 0; i < h->count; i++) {
-    const ten__header_t *hd = &h->headers[i];
-    const char *name = h->arena.data + hd->name_off;
-    bool keep_upgrade = switching && ten_strieq(name, hd->name_len, "upgrade");
-    if (!keep_upgrade && ten__is_hop_by_hop(h, name, hd->name_len)) continue;
-    if (up->dechunk && ten_strieq(name, hd->name_len, "transfer-encoding")) continue;
-    hw_header(&w, h, hd);
+  /* Heads are small: a small buffer, and the large one only if needed. */
+  ten_iobuf_t *b = NULL;
+  head_writer_t w;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    ten_iobuf_unref(b);
+    b = ten_iobuf_get_sized(attempt == 1);
+    w = (head_writer_t){b->data, b->data + b->size, false};
+    write_response_head(&w, up, status, switching, interim, client_http10);
+    if (!w.overflow) break;
   }
-  if (switching)
-    HW_LIT(&w, "Connection: upgrade\r\n");
-  else if (!interim && (!c->keep_alive || c->server->shutting_down))
-    HW_LIT(&w, "Connection: close\r\n");
-  else if (!interim && client_http10)
-    HW_LIT(&w, "Connection: keep-alive\r\n");
-  HW_LIT(&w, "\r\n");
 
   /* HTTP/1.0 clients get no interim responses (RFC 9110 15.2). */
   if (!(interim && client_http10) && !w.overflow) {
@@ -932,7 +973,8 @@ static void up_process(ten__upstream_t *up) {
 }
 
 static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  ten_iobuf_t *b = ten_iobuf_get();
+  ten__upstream_t *up = h->data;
+  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(up->last_read));
   buf->base = b->data;
   buf->len = b->size;
 }
@@ -1009,6 +1051,7 @@ static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
     return;
   }
   up->got_bytes = true;
+  up->last_read = (size_t)nread;
   up->rbuf = b;
   up->rpos = 0;
   up->rlen = (size_t)nread;
@@ -1066,7 +1109,7 @@ static void exchange_end(ten__upstream_t *up, bool reusable) {
     if (p->idle) p->idle->prev_idle = up;
     p->idle = up;
     p->idle_count++;
-    uv_timer_start(&up->timer, on_up_timeout, POOL_IDLE_TIMEOUT_MS, 0);
+    up_arm(up, POOL_IDLE_TIMEOUT_MS);
     up_update_reading(up);
   } else {
     up_close(up);

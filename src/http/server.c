@@ -24,6 +24,8 @@ static void conn_process(ten__conn_t *c);
 static void conn_process_guarded(ten__conn_t *c);
 static void conn_close(ten__conn_t *c);
 static void arm(ten__conn_t *c, uint64_t ms);
+static void unmark_dirty(ten__conn_t *c);
+static void flush_out(ten__conn_t *c);
 static void exchange_maybe_done(ten__conn_t *c);
 static void send_error_and_discard(ten__conn_t *c, int status, const char *message,
                                    const char *detail_json, const char *extra_headers);
@@ -155,7 +157,14 @@ const llhttp_settings_t *ten__request_settings(void) {
 
 static void on_conn_timeout(uv_timer_t *t);
 
-static void arm(ten__conn_t *c, uint64_t ms) { uv_timer_start(&c->timer, on_conn_timeout, ms, 0); }
+/* Moves the connection's deadline. The timer is only re-armed when the new
+ * deadline is earlier than the one it will fire at; otherwise it fires
+ * early and re-arms itself, so steady traffic does not churn the timer heap. */
+static void arm(ten__conn_t *c, uint64_t ms) {
+  c->deadline_ms = uv_now(c->server->loop) + ms;
+  if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
+  uv_timer_start(&c->timer, on_conn_timeout, ms, 0);
+}
 
 static bool request_started(const ten__conn_t *c) {
   return c->head.arena.len > 0 || c->mode != TEN_MODE_HEAD;
@@ -163,6 +172,11 @@ static bool request_started(const ten__conn_t *c) {
 
 static void on_conn_timeout(uv_timer_t *t) {
   ten__conn_t *c = t->data;
+  uint64_t now = uv_now(c->server->loop);
+  if (now < c->deadline_ms) {
+    uv_timer_start(&c->timer, on_conn_timeout, c->deadline_ms - now, 0);
+    return;
+  }
   if (c->closing) {
     conn_close(c); /* lingering close is over */
     return;
@@ -207,6 +221,14 @@ static void on_server_handle_closed(uv_handle_t *h) {
   maybe_shutdown_done(s);
 }
 
+/* Once no connection is left: the drain timer and the flusher go. */
+static void close_last_handles(ten_http_server_t *s) {
+  if (!uv_is_closing((uv_handle_t *)&s->drain_timer))
+    uv_close((uv_handle_t *)&s->drain_timer, on_server_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&s->flusher))
+    uv_close((uv_handle_t *)&s->flusher, on_server_handle_closed);
+}
+
 static void on_conn_closed(uv_handle_t *h) {
   ten__conn_t *c = h->data;
   if (--c->open_handles > 0) return;
@@ -217,12 +239,13 @@ static void on_conn_closed(uv_handle_t *h) {
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->stats.connections_open--;
+  unmark_dirty(c);
+  ten__wbatch_drop(&c->out);
   ten_iobuf_unref(c->rbuf);
   ten_buf_free(&c->head.arena);
   free(c);
   /* The last busy connection is gone before the drain timeout: stop waiting. */
-  if (s->shutting_down && !s->conns && !uv_is_closing((uv_handle_t *)&s->drain_timer))
-    uv_close((uv_handle_t *)&s->drain_timer, on_server_handle_closed);
+  if (s->shutting_down && !s->conns) close_last_handles(s);
   maybe_shutdown_done(s);
 }
 
@@ -251,6 +274,7 @@ static void conn_close(ten__conn_t *c) {
 }
 
 void ten__conn_abort(ten__conn_t *c) {
+  if (!c->closing && c->out.count) flush_out(c); /* what was sent so far, then the reset */
   c->closing = true;
   ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
@@ -300,6 +324,10 @@ static void conn_finish(ten__conn_t *c) {
     c->reading = false;
   }
   uv_timer_stop(&c->timer);
+  /* The last answer may still be gathered: it goes before the FIN. */
+  c->closing = false;
+  flush_out(c);
+  c->closing = true;
   uv_shutdown_t *req = ten_xmalloc(sizeof *req);
   req->data = c;
   if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
@@ -326,21 +354,58 @@ static void on_client_write(void *owner, int status, size_t len) {
   }
 }
 
-void ten__conn_write(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {
-  if (c->closing || len == 0) return;
-  int rc = ten__write((uv_stream_t *)&c->tcp, buf, data, len, on_client_write, c);
-  if (rc < 0) {
+static void unmark_dirty(ten__conn_t *c) {
+  if (!c->dirty) return;
+  ten_http_server_t *s = c->server;
+  if (c->prev_dirty) c->prev_dirty->next_dirty = c->next_dirty;
+  else s->dirty = c->next_dirty;
+  if (c->next_dirty) c->next_dirty->prev_dirty = c->prev_dirty;
+  c->next_dirty = c->prev_dirty = NULL;
+  c->dirty = false;
+}
+
+/* Hands what this connection gathered to libuv: one writev. */
+static void flush_out(ten__conn_t *c) {
+  unmark_dirty(c);
+  if (!c->out.count) return;
+  unsigned n = c->out.count;
+  if (ten__wbatch_flush(&c->out, (uv_stream_t *)&c->tcp, on_client_write, c) < 0) {
     ten__conn_abort(c);
     return;
   }
+  c->writes += n ? 1 : 0;
+}
+
+/* After every loop turn's I/O callbacks: each dirty connection writes once. */
+static void on_flush(uv_check_t *h) {
+  ten_http_server_t *s = h->data;
+  while (s->dirty) flush_out(s->dirty);
+  uv_check_stop(&s->flusher);
+}
+
+void ten__conn_write(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {
+  if (c->closing || len == 0) return;
+  if (!ten__wbatch_add(&c->out, buf, data, len)) {
+    flush_out(c);
+    if (c->closing) return;
+    ten__wbatch_add(&c->out, buf, data, len);
+  }
   c->write_pending += len;
-  c->writes++;
+  if (!c->dirty) {
+    ten_http_server_t *s = c->server;
+    c->dirty = true;
+    c->prev_dirty = NULL;
+    c->next_dirty = s->dirty;
+    if (s->dirty) s->dirty->prev_dirty = c;
+    s->dirty = c;
+    uv_check_start(&s->flusher, on_flush);
+  }
 }
 
 /* Copies bytes into iobufs and writes them: for heads and local bodies. */
 static void write_copy(ten__conn_t *c, const char *data, size_t len) {
   while (len > 0 && !c->closing) {
-    ten_iobuf_t *b = ten_iobuf_get();
+    ten_iobuf_t *b = ten_iobuf_get_sized(len > TEN_IOBUF_SMALL);
     size_t n = TEN_MIN(len, (size_t)b->size);
     memcpy(b->data, data, n);
     ten__conn_write(c, b, b->data, n);
@@ -353,7 +418,8 @@ static void write_copy(ten__conn_t *c, const char *data, size_t len) {
 /* ------------------------------------------------------------ reading */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  ten_iobuf_t *b = ten_iobuf_get();
+  ten__conn_t *c = h->data;
+  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(c->last_read));
   buf->base = b->data;
   buf->len = b->size;
 }
@@ -396,6 +462,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   c->rbuf = b;
   c->rpos = 0;
   c->rlen = (size_t)nread;
+  c->last_read = (size_t)nread;
   if (c->mode != TEN_MODE_HEAD && !c->req_done) arm(c, BODY_TIMEOUT_MS);
   conn_process_guarded(c);
 }
@@ -916,6 +983,7 @@ static void on_tunnel_shutdown(uv_shutdown_t *req, int status) { free(req); }
 
 void ten__conn_shutdown_write(ten__conn_t *c) {
   if (c->closing) return;
+  flush_out(c);
   uv_shutdown_t *req = ten_xmalloc(sizeof *req);
   if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_tunnel_shutdown) < 0) free(req);
 }
@@ -988,8 +1056,9 @@ int ten_http_server_new(uv_loop_t *loop, ten_hv_t *hv, ten_config_t *config,
   s->config = ten_config_ref(config);
   uv_tcp_init(loop, &s->listener);
   uv_timer_init(loop, &s->drain_timer);
-  s->listener.data = s->drain_timer.data = s;
-  s->open_handles = 2;
+  uv_check_init(loop, &s->flusher);
+  s->listener.data = s->drain_timer.data = s->flusher.data = s;
+  s->open_handles = 3;
   ten__proxy_init(s);
   *out = s;
   return 0;
@@ -1029,8 +1098,7 @@ static void on_drain_timeout(uv_timer_t *t) {
   ten_http_server_t *s = t->data;
   if (s->conns) ten_log(TEN_LOG_WARN, "http: drain timeout: closing connections still busy");
   for (ten__conn_t *c = s->conns; c; c = c->next) ten__conn_abort(c);
-  if (!uv_is_closing((uv_handle_t *)&s->drain_timer))
-    uv_close((uv_handle_t *)&s->drain_timer, on_server_handle_closed);
+  if (!s->conns) close_last_handles(s);
 }
 
 /* Closes idle connections now; busy ones close when their exchange ends. */
@@ -1054,8 +1122,8 @@ void ten_http_shutdown(ten_http_server_t *s, void (*done)(ten_http_server_t *s, 
   close_idle(s);
   ten__proxy_shutdown(s);
   double drain = s->config->settings.drain_timeout;
-  if (!s->conns && !uv_is_closing((uv_handle_t *)&s->drain_timer)) {
-    uv_close((uv_handle_t *)&s->drain_timer, on_server_handle_closed);
+  if (!s->conns) {
+    close_last_handles(s);
   } else {
     uv_timer_start(&s->drain_timer, on_drain_timeout, (uint64_t)(drain * 1000), 0);
   }
