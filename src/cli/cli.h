@@ -31,6 +31,15 @@ typedef struct ten_cli_opts {
   bool no_wait;         /* --no-wait */
   bool running;         /* --running (config) */
   const char *eval;     /* -e / --eval CODE (repl) */
+  bool follow;          /* -f / --follow (logs) */
+  const char *search;   /* --search (logs) */
+  const char *level;    /* --level (logs) */
+  const char *since;    /* --since (logs) */
+  const char *until;    /* --until (logs) */
+  const char *limit;    /* --limit (logs) */
+  const char *tail;     /* --tail (logs -f) */
+  const char *name;     /* --name (token-gen) */
+  const char *tenant;   /* --tenant (token-gen) */
 } ten_cli_opts_t;
 
 /* The config file to use: --config, $TENEMENT_CONFIG, ./tenement.lua if it
@@ -49,11 +58,19 @@ int ten_cli_restart(const ten_cli_opts_t *o);
 int ten_cli_weight(const ten_cli_opts_t *o);
 int ten_cli_reload(const ten_cli_opts_t *o);
 int ten_cli_repl(const ten_cli_opts_t *o);
+int ten_cli_logs(const ten_cli_opts_t *o);
+int ten_cli_token_gen(const ten_cli_opts_t *o);
+int ten_cli_token_list(const ten_cli_opts_t *o);
+int ten_cli_token_revoke(const ten_cli_opts_t *o);
+/* The data dir the flags name (caller frees); an exit code on error. */
+int ten_cli_data_dir(const ten_cli_opts_t *o, char **out);
 
 /* The control-socket client, for commands that need more than one
  * request: connect (exit code, message printed), send, receive a line. */
 #include "util/json.h"
 int ten_cli_connect(const ten_cli_opts_t *o, int *fd);
+/* The same without messages (to find out whether a server runs). */
+int ten_cli_connect_quiet(const ten_cli_opts_t *o, int *fd, bool quiet);
 int ten_cli_send(int fd, const char *data, size_t len);
 int ten_cli_receive(int fd, ten_json_t **doc);
 

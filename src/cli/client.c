@@ -33,10 +33,14 @@ int ten_cli_load_config(const ten_cli_opts_t *o, ten_config_t **out) {
 
 /* ------------------------------------------------------------ the socket */
 
+static int data_dir_of(const ten_cli_opts_t *o, char **out);
+
 typedef struct reply {
   ten_json_t *doc;
   const ten_json_t *result;
 } reply_t;
+
+int ten_cli_data_dir(const ten_cli_opts_t *o, char **out) { return data_dir_of(o, out); }
 
 static int data_dir_of(const ten_cli_opts_t *o, char **out) {
   if (o->data_dir) {
@@ -68,6 +72,10 @@ static int read_line(int fd, ten_buf_t *line) {
 }
 
 int ten_cli_connect(const ten_cli_opts_t *o, int *out_fd) {
+  return ten_cli_connect_quiet(o, out_fd, false);
+}
+
+int ten_cli_connect_quiet(const ten_cli_opts_t *o, int *out_fd, bool quiet) {
   char *data_dir;
   int rc = data_dir_of(o, &data_dir);
   if (rc) return rc;
@@ -84,6 +92,10 @@ int ten_cli_connect(const ten_cli_opts_t *o, int *out_fd) {
   if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
     int e = errno;
     if (fd >= 0) close(fd);
+    if (quiet) {
+      free(data_dir);
+      return e == ENOENT || e == ECONNREFUSED ? TEN_EXIT_NO_SERVER : TEN_EXIT_ERROR;
+    }
     if (e == ENOENT || e == ECONNREFUSED) {
       fprintf(stderr,
               "ten: no server is running for data dir %s\n"

@@ -26,6 +26,13 @@ static const char usage_text[] =
     "  weight SERVICE:ID N             share of {service}.{domain} traffic, 0-100 (persisted)\n"
     "  reload                          load tenement.lua again and apply the difference\n"
     "  repl [-e CODE]                  Lua inside the server: ten.ps(), ten.spawn(...), ...\n"
+    "  logs [SERVICE[:ID]] [-f] [--search Q] [--level L] [--since 10m] [--until T] [--limit N]\n"
+    "                                  stored lines, newest last; -f follows new ones\n"
+    "\n"
+    "API tokens (work with or without a running server):\n"
+    "  token-gen [--name NAME] [--tenant ID]  a new token, printed once (--tenant: that id only)\n"
+    "  token-list                      names, tenants and creation times\n"
+    "  token-revoke NAME               stops the token working at once\n"
     "\n"
     "Other:\n"
     "  config [--running]    check tenement.lua and print the effective config as JSON\n"
@@ -88,6 +95,9 @@ static int parse(int argc, char **argv, ten_cli_opts_t *o) {
         {"--domain", NULL, true}, {"--listen", NULL, true},   {"--id", NULL, true},
         {"--json", NULL, false},  {"--no-wait", NULL, false}, {"--running", NULL, false},
         {"--help", "-h", false},  {"--version", "-V", false}, {"--eval", "-e", true},
+        {"--follow", "-f", false}, {"--search", NULL, true},  {"--level", NULL, true},
+        {"--since", NULL, true},   {"--until", NULL, true},   {"--limit", "-n", true},
+        {"--tail", NULL, true},    {"--name", NULL, true},    {"--tenant", NULL, true},
     };
     size_t k = 0;
     for (; k < TEN_ARRAY_SIZE(known); k++)
@@ -120,6 +130,24 @@ static int parse(int argc, char **argv, ten_cli_opts_t *o) {
       o->running = true;
     else if (!strcmp(n, "--eval"))
       o->eval = value;
+    else if (!strcmp(n, "--follow"))
+      o->follow = true;
+    else if (!strcmp(n, "--search"))
+      o->search = value;
+    else if (!strcmp(n, "--level"))
+      o->level = value;
+    else if (!strcmp(n, "--since"))
+      o->since = value;
+    else if (!strcmp(n, "--until"))
+      o->until = value;
+    else if (!strcmp(n, "--limit"))
+      o->limit = value;
+    else if (!strcmp(n, "--tail"))
+      o->tail = value;
+    else if (!strcmp(n, "--name"))
+      o->name = value;
+    else if (!strcmp(n, "--tenant"))
+      o->tenant = value;
     else if (!strcmp(n, "--help"))
       o->command = "help";
     else if (!strcmp(n, "--version"))
@@ -168,6 +196,17 @@ int main(int argc, char **argv) {
     return (rc = expect_args(&o, 2, 2, "weight SERVICE:ID N")) ? rc : ten_cli_weight(&o);
   if (!strcmp(cmd, "reload"))
     return (rc = expect_args(&o, 0, 0, "reload")) ? rc : ten_cli_reload(&o);
+  if (!strcmp(cmd, "logs"))
+    return (rc = expect_args(&o, 0, 1, "logs [SERVICE[:ID]] [-f] [--search Q] [--level L] [--since 10m]"))
+               ? rc
+               : ten_cli_logs(&o);
+  if (!strcmp(cmd, "token-gen"))
+    return (rc = expect_args(&o, 0, 0, "token-gen [--name NAME] [--tenant ID]")) ? rc
+                                                                                : ten_cli_token_gen(&o);
+  if (!strcmp(cmd, "token-list"))
+    return (rc = expect_args(&o, 0, 0, "token-list")) ? rc : ten_cli_token_list(&o);
+  if (!strcmp(cmd, "token-revoke"))
+    return (rc = expect_args(&o, 1, 1, "token-revoke NAME")) ? rc : ten_cli_token_revoke(&o);
   if (!strcmp(cmd, "repl"))
     return (rc = expect_args(&o, 0, 0, "repl [-e CODE]")) ? rc : ten_cli_repl(&o);
   return usage_error("unknown command '%s'", cmd);

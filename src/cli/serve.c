@@ -7,6 +7,8 @@
  * left (uv_loop_close must succeed) and the exit status is 0.
  */
 #include "api/api.h"
+#include "api/auth.h"
+#include "cli/logs_cmd.h"
 #include "cli/cli.h"
 #include "ctl/commands.h"
 #include "ctl/ctl.h"
@@ -14,8 +16,9 @@
 #include "http/server.h"
 #include "hv/hv.h"
 #include "obs/db.h"
-#include "obs/logfile.h"
+#include "obs/logs.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #include <libgen.h>
 
@@ -35,6 +38,8 @@ typedef struct server {
   const ten_cli_opts_t *opts; /* how the config is found again on reload */
   ten_config_t *config;
   ten_db_t *db;
+  ten_logs_t *logs;
+  ten_auth_t *auth;
   ten_repl_t *repl;
   uv_fs_event_t watch; /* the config file's folder */
   uv_timer_t reload_timer; /* debounces editor writes */
@@ -48,7 +53,6 @@ typedef struct server {
   uv_signal_t sig_term, sig_int, sig_hup;
   int signals_open;
   int lock_fd;
-  char *logs_dir;
   bool stopping;
   int exit_code;
 } server_t;
@@ -76,8 +80,6 @@ static int prepare_data_dir(server_t *s) {
   char *run = ten_xasprintf("%s/run", dir);
   if (rc == 0) rc = mkdir_p(run, 0755);
   free(run);
-  s->logs_dir = ten_xasprintf("%s/logs", dir);
-  if (rc == 0) rc = mkdir_p(s->logs_dir, 0750);
   if (rc) {
     fprintf(stderr, "ten: cannot create data dir %s: %s\n", dir, strerror(-rc));
     return TEN_EXIT_ERROR;
@@ -105,10 +107,28 @@ static int prepare_data_dir(server_t *s) {
 
 static int open_output(void *ctx, const ten_instance_t *inst, int *out_fd, int *err_fd) {
   server_t *s = ctx;
-  int fd = ten_logfile_open(s->logs_dir, inst->service, inst->id);
-  if (fd < 0) return fd;
-  *out_fd = *err_fd = fd;
-  return 0;
+  return ten_logs_capture(s->logs, inst->service, inst->id, out_fd, err_fd);
+}
+
+static ten_db_options_t db_options(const ten_settings_t *set) {
+  ten_db_options_t o = {set->log_retention_days, set->log_max_rows, 0};
+  return o;
+}
+
+static ten_logs_options_t logs_options(const ten_settings_t *set) {
+  ten_logs_options_t o = {(size_t)set->log_ring_lines, (size_t)set->log_max_line};
+  return o;
+}
+
+/* Every state change goes to the events table. */
+static void record_event(void *ctx, ten_instance_t *inst, ten_instance_state_t from,
+                         ten_instance_state_t to) {
+  server_t *s = ctx;
+  if (to == TEN_INST_STATE_COUNT) return;
+  char detail[600];
+  snprintf(detail, sizeof detail, "%s -> %s%s%.500s", ten_instance_state_name(from),
+           ten_instance_state_name(to), inst->reason[0] ? ": " : "", inst->reason);
+  ten_db_event(s->db, ten_wall_ms(), inst->service, inst->id, ten_instance_state_name(to), detail);
 }
 
 /* ------------------------------------------------------------ shutdown */
@@ -130,14 +150,20 @@ static void on_ctl_closed(void *ctx) {
   uv_close((uv_handle_t *)&s->sig_hup, on_signal_closed);
 }
 
-static void on_hv_stopped(ten_hv_t *hv) {
-  server_t *s = ten_container_of(hv, server_t, hv);
-  ten_log(TEN_LOG_INFO, "serve: every instance has stopped");
+static void on_logs_closed(void *ctx) {
+  server_t *s = ctx;
   if (s->commands) ten_ctl_commands_cancel(s->commands);
   if (s->ctl)
     ten_ctl_close(s->ctl, on_ctl_closed, s);
   else
     on_ctl_closed(s);
+}
+
+static void on_hv_stopped(ten_hv_t *hv) {
+  server_t *s = ten_container_of(hv, server_t, hv);
+  ten_log(TEN_LOG_INFO, "serve: every instance has stopped");
+  /* Their last lines are read to the end and handed to the writer. */
+  ten_logs_close(s->logs, on_logs_closed, s);
 }
 
 static void on_http_drained(ten_http_server_t *http, void *ctx) {
@@ -148,6 +174,7 @@ static void on_http_drained(ten_http_server_t *http, void *ctx) {
 static void begin_shutdown(server_t *s, const char *why) {
   if (s->stopping) return;
   s->stopping = true;
+  ten_api_close(s->api); /* live streams end now; they never finish by themselves */
   ten_log(TEN_LOG_INFO, "serve: %s: stopping (in-flight requests get %g s)", why,
           s->config->settings.drain_timeout);
   if (s->http)
@@ -176,6 +203,10 @@ static int reload(void *ctx, ten_buf_t *summary, ten_err_t *err) {
   next->settings.data_dir = ten_xstrdup(s->config->settings.data_dir);
   ten_hv_apply_config(&s->hv, next, summary);
   ten_http_set_config(s->http, next);
+  ten_db_options_t dbo = db_options(&next->settings);
+  ten_db_set_options(s->db, &dbo);
+  ten_logs_options_t lo = logs_options(&next->settings);
+  ten_logs_set_options(s->logs, &lo);
   ten_config_unref(s->config);
   s->config = next;
   ten_log(TEN_LOG_INFO, "serve: reloaded %s: %.*s", path ? path : "(defaults)",
@@ -210,6 +241,14 @@ static void cmd_reload(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
     ten_buf_free(&out);
   }
   ten_buf_free(&summary);
+}
+
+/* `ten token-gen` and `ten token-revoke` wrote the database: revocation
+ * takes effect now. */
+static void cmd_auth_changed(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
+  server_t *s = ctx;
+  ten_auth_changed(s->auth);
+  ten_ctl_reply_ok(req, NULL, 0);
 }
 
 static void on_reload_timer(uv_timer_t *t) { reload_and_log(t->data, "the config file changed"); }
@@ -269,6 +308,9 @@ static void print_banner(server_t *s, int port) {
   printf("  domain     %s (instances at {id}.{service}.%s)\n", set->domain, set->domain);
   printf("  config     %s\n", s->config->path ? s->config->path : "(none: defaults)");
   printf("  data dir   %s\n", set->data_dir);
+  if (ten_auth_token_count(s->auth) == 0)
+    printf("  api        no token exists yet: /api answers only on loopback "
+           "(create one with `ten token-gen --name NAME`)\n");
   printf("  try        curl -H 'Host: %s' http://%s:%d/health\n", set->domain, host, port);
   for (size_t i = 0; i < s->config->instance_count && i < 4; i++)
     printf("             curl -H 'Host: %s.%s.%s' http://%s:%d/\n", s->config->instances[i].id,
@@ -280,15 +322,16 @@ static void print_banner(server_t *s, int port) {
 
 static void cleanup(server_t *s) {
   ten_repl_free(s->repl);
+  ten_logs_free(s->logs);
   ten_db_close(s->db); /* flushes what was queued */
   free(s->config_name);
   ten_api_free(s->api);
+  ten_auth_free(s->auth);
   ten_ctl_commands_free(s->commands);
   ten_ctl_free(s->ctl);
   ten_http_server_free(s->http);
   ten_hv_free(&s->hv);
   ten_config_unref(s->config);
-  free(s->logs_dir);
   if (s->lock_fd >= 0) close(s->lock_fd);
 }
 
@@ -322,16 +365,29 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
   }
   ten_err_t err;
   char *db_path = ten_xasprintf("%s/tenement.db", s.config->settings.data_dir);
-  if (ten_db_open(db_path, &s.db, &err)) {
+  ten_db_options_t dbo = db_options(&s.config->settings);
+  if (ten_db_open(db_path, &dbo, &s.db, &err)) {
     fprintf(stderr, "ten: %s\n", err.msg);
     free(db_path);
     uv_loop_close(&s.loop);
     cleanup(&s);
     return TEN_EXIT_ERROR;
   }
+  s.auth = ten_auth_new(&s.loop, db_path, &err);
   free(db_path);
+  if (!s.auth) {
+    fprintf(stderr, "ten: %s\n", err.msg);
+    ten_db_close(s.db);
+    s.db = NULL;
+    uv_loop_close(&s.loop);
+    cleanup(&s);
+    return TEN_EXIT_ERROR;
+  }
   ten_hv_init(&s.hv, &s.loop, s.config);
+  ten_logs_options_t lo = logs_options(&s.config->settings);
+  s.logs = ten_logs_new(&s.loop, s.db, &lo);
   ten_hv_set_output(&s.hv, open_output, &s);
+  ten_hv_observe(&s.hv, record_event, &s);
   ten_hv_set_db(&s.hv, s.db);
   init_signal(&s, &s.sig_term, SIGTERM);
   init_signal(&s, &s.sig_int, SIGINT);
@@ -353,7 +409,10 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
       s.commands = ten_ctl_commands_new(s.ctl, &s.hv);
       ten_ctl_register(s.ctl, "reload", cmd_reload, &s);
       s.repl = ten_repl_new(s.ctl, &s.hv, reload, &s);
-      s.api = ten_api_new(s.http, &s.hv);
+      ten_api_deps_t deps = {s.http, &s.hv, s.logs, s.db, s.auth};
+      s.api = ten_api_new(&deps);
+      ten_ctl_register(s.ctl, "auth-changed", cmd_auth_changed, &s);
+      ten_logs_cmd_register(s.ctl, s.logs, s.db);
       print_banner(&s, ten_http_port(s.http));
       ten_hv_start_declared(&s.hv);
     }

@@ -179,6 +179,15 @@ void ten_ctl_reply_error(ten_ctl_req_t *req, const char *fmt, ...) {
 
 bool ten_ctl_req_alive(const ten_ctl_req_t *req) { return req->conn != NULL; }
 
+void ten_ctl_send_line(ten_ctl_req_t *req, const char *json, size_t len) {
+  if (!req->conn || req->conn->closing) return;
+  ten_buf_t line = TEN_BUF_INIT;
+  ten_buf_append(&line, json, len);
+  send_line(req->conn, &line);
+}
+
+uv_loop_t *ten_ctl_loop(const ten_ctl_t *ctl) { return ctl->loop; }
+
 void ten_ctl_req_on_cancel(ten_ctl_req_t *req, void (*fn)(void *ctx), void *ctx) {
   req->on_cancel = fn;
   req->cancel_ctx = ctx;

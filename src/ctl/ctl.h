@@ -35,6 +35,12 @@ void ten_ctl_register(ten_ctl_t *ctl, const char *cmd, ten_ctl_cmd_fn fn, void *
 /* result_json: an encoded JSON value, or NULL for null. */
 void ten_ctl_reply_ok(ten_ctl_req_t *req, const char *result_json, size_t len);
 void ten_ctl_reply_error(ten_ctl_req_t *req, const char *fmt, ...) TEN_PRINTF(2, 3);
+/* Sends one line of an answer that is still going (`ten logs -f`): the
+ * client reads such lines until the final reply. */
+void ten_ctl_send_line(ten_ctl_req_t *req, const char *json, size_t len);
+/* The event loop the control socket runs on. */
+uv_loop_t *ten_ctl_loop(const ten_ctl_t *ctl);
+
 /* False once the client that sent req has gone (the reply is dropped). */
 bool ten_ctl_req_alive(const ten_ctl_req_t *req);
 /* Called when the client disconnects before the reply (to drop waits); the

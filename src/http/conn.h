@@ -135,6 +135,12 @@ struct ten__conn {
   bool peer_trusted;  /* the peer is in settings.trusted_proxies */
   bool upgrade;       /* the request asks for a protocol upgrade */
   uint64_t deadline_ms;       /* loop time the timer's phase ends (see arm) */
+  void (*local_close_fn)(void *ctx); /* an unfinished local answer learns of a close */
+  void *local_close_ctx;
+  bool streaming;             /* a local handler streams its answer */
+  uint64_t start_ns;          /* when the request head was complete */
+  int resp_status;            /* the final status sent, once known */
+  bool recorded;              /* counted in the instance's metrics */
   size_t last_read;           /* picks the next read buffer's size */
   ten_hv_waiter_t waiter;     /* queued while its instance wakes up */
   ten_instance_t *waiting_for; /* the instance it waits for, or NULL */

@@ -8,7 +8,9 @@
  * to its instance's pool only after a complete, keep-alive exchange.
  */
 #include "http/conn.h"
+#include "obs/metrics.h"
 #include "policy/hooks.h"
+#include "util/time.h"
 
 #include <lauxlib.h>
 #include "util/json.h"
@@ -22,9 +24,19 @@
 
 typedef struct ten__pool pool_t;
 
+#define METRIC_CODES 24
+
 struct ten__pool {
   ten_http_server_t *server;
   ten_instance_t *inst;  /* NULL once the instance is gone */
+  /* Request metrics of the instance: its series go when it goes. */
+  struct {
+    int code;
+    uint64_t count;
+  } codes[METRIC_CODES];
+  unsigned ncodes;
+  uint64_t other_codes;
+  ten_histogram_t duration;
   ten__upstream_t *idle; /* most recently used first */
   unsigned idle_count;
   unsigned upstreams;  /* upstreams that point here */
@@ -110,6 +122,28 @@ static pool_t *pool_of(ten_http_server_t *s, ten_instance_t *inst) {
   all_pools = p;
   inst->upstream_pool = p;
   return p;
+}
+
+/* One finished request of the instance: counted by status, timed. */
+static void record(pool_t *p, ten__conn_t *c, int status) {
+  if (!p || c->recorded) return;
+  c->recorded = true;
+  unsigned i = 0;
+  while (i < p->ncodes && p->codes[i].code != status) i++;
+  if (i < p->ncodes) {
+    p->codes[i].count++;
+  } else if (p->ncodes < METRIC_CODES) {
+    p->codes[p->ncodes].code = status;
+    p->codes[p->ncodes].count = 1;
+    p->ncodes++;
+  } else {
+    p->other_codes++;
+  }
+  ten_histogram_observe(&p->duration, (double)(ten_now_ns() - c->start_ns) / 1e9);
+}
+
+static void record_inst(ten__conn_t *c, ten_instance_t *inst, int status) {
+  record(pool_of(c->server, inst), c, status);
 }
 
 static void pool_remove_idle(ten__upstream_t *up) {
@@ -214,6 +248,7 @@ static void instance_detail(ten_buf_t *out, const ten_instance_t *inst) {
  * client connection is cut so it cannot mistake a partial response. */
 static void fail_exchange(ten__upstream_t *up, int status, const char *message, int uv_err) {
   ten__conn_t *c = up->client;
+  if (c) record(up->pool, c, c->resp_status ? c->resp_status : status);
   up_close(up);
   if (!c) return;
   c->up = NULL;
@@ -262,6 +297,7 @@ static void upstream_lost(ten__upstream_t *up, int uv_err) {
       return;
     }
   }
+  up->pool->server->stats.upstream_errors[TEN_UPSTREAM_CLOSED]++;
   if (up->got_bytes)
     fail_exchange(up, 502, "the instance closed the connection mid-response", uv_err);
   else
@@ -440,6 +476,7 @@ static void on_up_connect(uv_connect_t *req, int status) {
   ten__upstream_t *up = req->data;
   if (up->closing) return;
   if (status < 0) {
+    up->pool->server->stats.upstream_errors[TEN_UPSTREAM_CONNECT]++;
     fail_exchange(up, 502, "cannot connect to the instance", status);
     return;
   }
@@ -469,6 +506,9 @@ static int up_connect(ten__upstream_t *up) {
 /* ------------------------------------------------------------ start */
 
 static void not_available(ten__conn_t *c, ten_instance_t *inst) {
+  bool starting = inst->state == TEN_INST_STARTING || inst->state == TEN_INST_BACKOFF;
+  record_inst(c, inst, starting ? 503 : 502);
+  c->server->stats.upstream_errors[TEN_UPSTREAM_NOT_RUNNING]++;
   ten_buf_t detail = TEN_BUF_INIT;
   instance_detail(&detail, inst);
   ten_buf_printf(&detail, ",\"state\":\"%s\"", ten_instance_state_name(inst->state));
@@ -570,6 +610,8 @@ static void on_woken(ten_hv_waiter_t *w, int status) {
 
 void ten__proxy_wake_timeout(ten__conn_t *c) {
   ten_instance_t *inst = c->waiting_for;
+  if (inst) record_inst(c, inst, 503);
+  c->server->stats.upstream_errors[TEN_UPSTREAM_WAKE_TIMEOUT]++;
   ten_hv_unwait(&c->waiter);
   c->waiting_for = NULL;
   c->blocked = false;
@@ -607,6 +649,8 @@ static void proxy_to(ten__conn_t *c, ten_instance_t *inst) {
   }
   c->mode = TEN_MODE_DISCARD;
   if (rc == UV_EAGAIN) {
+    record_inst(c, inst, 503);
+    c->server->stats.upstream_errors[TEN_UPSTREAM_QUEUE_FULL]++;
     ten_buf_t detail = TEN_BUF_INIT;
     instance_detail(&detail, inst);
     ten_buf_printf(&detail, ",\"wake_queue\":%d", inst->conf->wake_queue);
@@ -753,6 +797,8 @@ void ten__proxy_request_done(ten__conn_t *c) {
 
 void ten__proxy_detach(ten__conn_t *c) {
   ten__upstream_t *up = c->up;
+  /* The client left first: 499, as nginx counts it. */
+  if (up) record(up->pool, c, c->resp_status ? c->resp_status : 499);
   if (c->inst) {
     ten_instance_release(c->inst);
     c->inst = NULL;
@@ -895,6 +941,7 @@ static void on_response_head(ten__upstream_t *up) {
   }
   if (switching) up->tunnel = true;
   if (!interim) {
+    c->resp_status = status;
     up->head_sent = true;
     /* Past this point a retry is impossible: drop the saved head. */
     ten_iobuf_unref(up->request_head);
@@ -930,6 +977,7 @@ static void up_process(ten__upstream_t *up) {
     if (err != HPE_OK && err != HPE_PAUSED) {
       ten_log(TEN_LOG_WARN, "proxy: invalid response from %s: %s",
               up->pool->inst ? up->pool->inst->key : "?", llhttp_get_error_reason(&up->parser));
+      up->pool->server->stats.upstream_errors[TEN_UPSTREAM_INVALID]++;
       fail_exchange(up, 502, "invalid response from the instance", 0);
       return;
     }
@@ -985,6 +1033,7 @@ static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void tunnel_maybe_end(ten__upstream_t *up, bool failed) {
   ten__conn_t *c = up->client;
   if (!failed && !(up->up_eof && up->client_eof)) return;
+  if (c) record(up->pool, c, 101);
   up->client = NULL;
   if (c) {
     c->up = NULL;
@@ -1083,6 +1132,7 @@ static void up_update_reading(ten__upstream_t *up) {
 static void exchange_end(ten__upstream_t *up, bool reusable) {
   ten__conn_t *c = up->client;
   pool_t *p = up->pool;
+  if (c) record(p, c, c->resp_status);
   ten_http_server_t *s = p->server;
   if (!up->req_sent && c) {
     /* Response complete before the request: wait for ten__proxy_request_done
@@ -1115,4 +1165,53 @@ static void exchange_end(ten__upstream_t *up, bool reusable) {
     up_close(up);
   }
   if (c) ten__conn_response_done(c);
+}
+
+/* ------------------------------------------------------------ metrics */
+
+static const char *const upstream_error_names[TEN_UPSTREAM_ERROR_KINDS] = {
+    "connect", "timeout", "closed", "invalid", "not_running", "wake_timeout", "queue_full"};
+
+void ten_http_metrics(ten_http_server_t *s, ten_buf_t *out) {
+  ten_metric_family(out, "tenement_requests_total", "counter",
+                    "Requests routed to an instance, by final status code.");
+  for (pool_t *p = all_pools; p; p = p->next) {
+    if (p->server != s || !p->inst) continue;
+    for (unsigned i = 0; i < p->ncodes; i++) {
+      char code[8];
+      snprintf(code, sizeof code, "%d", p->codes[i].code);
+      ten_label_t l[] = {{"service", p->inst->service}, {"instance", p->inst->id}, {"code", code}};
+      ten_metric_sample(out, "tenement_requests_total", l, 3, (double)p->codes[i].count);
+    }
+    if (p->other_codes) {
+      ten_label_t l[] = {{"service", p->inst->service}, {"instance", p->inst->id}, {"code", "other"}};
+      ten_metric_sample(out, "tenement_requests_total", l, 3, (double)p->other_codes);
+    }
+  }
+  ten_metric_family(out, "tenement_request_duration_seconds", "histogram",
+                    "Time from a request's head to the end of its answer, per instance.");
+  for (pool_t *p = all_pools; p; p = p->next) {
+    if (p->server != s || !p->inst || !p->duration.count) continue;
+    ten_label_t l[] = {{"service", p->inst->service}, {"instance", p->inst->id}};
+    ten_metric_histogram(out, "tenement_request_duration_seconds", l, 2, &p->duration);
+  }
+  ten_metric_family(out, "tenement_upstream_errors_total", "counter",
+                    "Proxied requests that failed before or while the instance answered, by kind.");
+  for (int k = 0; k < TEN_UPSTREAM_ERROR_KINDS; k++) {
+    ten_label_t l[] = {{"kind", upstream_error_names[k]}};
+    ten_metric_sample(out, "tenement_upstream_errors_total", l, 1, (double)s->stats.upstream_errors[k]);
+  }
+  ten_metric_family(out, "tenement_connections", "gauge", "Open client connections.");
+  ten_metric_sample(out, "tenement_connections", NULL, 0, (double)s->stats.connections_open);
+  ten_metric_family(out, "tenement_connections_refused_total", "counter",
+                    "Client connections refused over max_connections.");
+  ten_metric_sample(out, "tenement_connections_refused_total", NULL, 0,
+                    (double)s->stats.connections_refused);
+  ten_metric_family(out, "tenement_http_requests_total", "counter",
+                    "Requests received on every host, the API included.");
+  ten_metric_sample(out, "tenement_http_requests_total", NULL, 0, (double)s->stats.requests_total);
+  ten_metric_family(out, "tenement_route_hook_errors_total", "counter",
+                    "Requests the route hook failed on (routed by Host instead).");
+  ten_metric_sample(out, "tenement_route_hook_errors_total", NULL, 0,
+                    (double)s->stats.route_hook_errors);
 }

@@ -3,6 +3,7 @@
 #include "http/conn.h"
 #include "util/json.h"
 #include "util/log.h"
+#include "util/time.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -265,8 +266,16 @@ static void close_handles(ten__conn_t *c) {
 /* Tears the connection down now; pending writes are cancelled. */
 void ten__conn_arm_wake_timeout(ten__conn_t *c, double seconds) { arm(c, ms_of(seconds)); }
 
+/* Tells an unfinished local answer that its connection is going. */
+static void notify_local_close(ten__conn_t *c) {
+  void (*fn)(void *) = c->local_close_fn;
+  c->local_close_fn = NULL;
+  if (fn) fn(c->local_close_ctx);
+}
+
 static void conn_close(ten__conn_t *c) {
   c->closing = true;
+  notify_local_close(c);
   ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
@@ -276,6 +285,7 @@ static void conn_close(ten__conn_t *c) {
 void ten__conn_abort(ten__conn_t *c) {
   if (!c->closing && c->out.count) flush_out(c); /* what was sent so far, then the reset */
   c->closing = true;
+  notify_local_close(c);
   ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_detach(c);
   release_in_flight(c);
@@ -316,6 +326,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 static void conn_finish(ten__conn_t *c) {
   if (c->closing) return;
   c->closing = true;
+  notify_local_close(c);
   ten__proxy_unwait(c);
   if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
   release_in_flight(c);
@@ -435,7 +446,9 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
     ten_iobuf_unref(b);
     if (nread == 0) return;
     c->client_eof = true;
-    if (c->mode == TEN_MODE_TUNNEL && nread == UV_EOF) {
+    if (c->streaming) {
+      conn_close(c); /* the reader of a stream left */
+    } else if (c->mode == TEN_MODE_TUNNEL && nread == UV_EOF) {
       ten__proxy_tunnel_client_eof(c); /* half-close: the other way stays open */
       ten__conn_update_reading(c);
     } else if (c->mode == TEN_MODE_HEAD && !request_started(c)) {
@@ -614,8 +627,59 @@ static void resolve_client_ip(ten__conn_t *c) {
   }
 }
 
+void ten_http_req_on_close(ten_http_request_t *r, void (*fn)(void *ctx), void *ctx) {
+  r->local_close_fn = fn;
+  r->local_close_ctx = ctx;
+}
+
+void ten_http_stream_begin(ten_http_request_t *c, int status, const char *content_type,
+                           const char *extra_headers) {
+  if (c->resp_done || c->closing) return;
+  ten_buf_t out = TEN_BUF_INIT;
+  ten_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, ten_http_status_text(status));
+  if (content_type) ten_buf_printf(&out, "Content-Type: %s\r\n", content_type);
+  ten_buf_puts(&out, "Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n");
+  if (extra_headers) ten_buf_puts(&out, extra_headers);
+  ten_buf_puts(&out, "\r\n");
+  write_copy(c, out.data, out.len);
+  ten_buf_free(&out);
+  c->streaming = true;
+  c->resp_started = true;
+  /* A stream may idle for a long time: no deadline, but TCP keepalive. */
+  uv_timer_stop(&c->timer);
+  uv_tcp_keepalive(&c->tcp, 1, 60);
+}
+
+bool ten_http_stream_write(ten_http_request_t *c, const char *data, size_t len) {
+  if (!c->streaming || c->closing) return false;
+  if (c->write_pending > 1024 * 1024) return false;
+  if (len == 0) return true;
+  char head[24];
+  int n = snprintf(head, sizeof head, "%zx\r\n", len);
+  ten_buf_t out = TEN_BUF_INIT;
+  ten_buf_reserve(&out, (size_t)n + len + 2);
+  ten_buf_append(&out, head, (size_t)n);
+  ten_buf_append(&out, data, len);
+  ten_buf_append(&out, "\r\n", 2);
+  write_copy(c, out.data, out.len);
+  ten_buf_free(&out);
+  return true;
+}
+
+void ten_http_stream_end(ten_http_request_t *c) {
+  if (!c->streaming) return;
+  c->streaming = false;
+  c->local_close_fn = NULL;
+  if (c->closing) return;
+  write_copy(c, "0\r\n\r\n", 5);
+  c->keep_alive = false; /* streams are long; the connection ends with it */
+  c->resp_done = true;
+  exchange_maybe_done(c);
+}
+
 void ten_http_respond(ten_http_request_t *c, int status, const char *content_type, const char *body,
                       size_t len, const char *extra_headers) {
+  c->local_close_fn = NULL;
   if (c->resp_done || c->closing) return;
   respond(c, status, content_type, body, len, extra_headers);
   c->resp_done = true;
@@ -721,6 +785,9 @@ const char *ten__request_head_check(ten__conn_t *c) {
 
 static void on_request_head(ten__conn_t *c) {
   ten_http_server_t *s = c->server;
+  c->start_ns = ten_now_ns();
+  c->resp_status = 0;
+  c->recorded = false;
   s->stats.requests_total++;
   s->stats.requests_in_flight++;
   c->in_flight = true;
@@ -1094,6 +1161,8 @@ void ten_http_set_config(ten_http_server_t *s, ten_config_t *config) {
 
 const ten_http_stats_t *ten_http_stats(const ten_http_server_t *s) { return &s->stats; }
 
+uv_loop_t *ten_http_loop(const ten_http_server_t *s) { return s->loop; }
+
 static void on_drain_timeout(uv_timer_t *t) {
   ten_http_server_t *s = t->data;
   if (s->conns) ten_log(TEN_LOG_WARN, "http: drain timeout: closing connections still busy");
@@ -1105,10 +1174,15 @@ static void on_drain_timeout(uv_timer_t *t) {
 static void close_idle(ten_http_server_t *s) {
   for (ten__conn_t *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (!c->closing && c->mode == TEN_MODE_HEAD && !request_started(c))
+    if (!c->closing && c->mode == TEN_MODE_HEAD && !request_started(c)) {
       conn_close(c);
-    else
+    } else if (c->streaming) {
+      /* A stream never finishes by itself: tell its producer, end it. */
+      notify_local_close(c);
+      ten_http_stream_end(c);
+    } else {
       c->keep_alive = false;
+    }
   }
 }
 

@@ -29,6 +29,7 @@ int ten_http_server_new(uv_loop_t *loop, ten_hv_t *hv, ten_config_t *config,
 /* Binds and listens; afterwards ten_http_port tells the port (for port 0). */
 int ten_http_listen(ten_http_server_t *s, ten_err_t *err);
 int ten_http_port(const ten_http_server_t *s);
+uv_loop_t *ten_http_loop(const ten_http_server_t *s);
 /* Takes a new config snapshot (domain, limits); listeners stay open. */
 void ten_http_set_config(ten_http_server_t *s, ten_config_t *config);
 
@@ -43,6 +44,18 @@ void ten_http_shutdown(ten_http_server_t *s, void (*done)(ten_http_server_t *s, 
                        void *ctx);
 void ten_http_server_free(ten_http_server_t *s);
 
+/* Why a proxied request could not be served (tenement_upstream_errors_total{kind}). */
+typedef enum ten_upstream_error {
+  TEN_UPSTREAM_CONNECT,      /* could not connect */
+  TEN_UPSTREAM_TIMEOUT,      /* connect or answer took too long */
+  TEN_UPSTREAM_CLOSED,       /* the instance closed the connection early */
+  TEN_UPSTREAM_INVALID,      /* not HTTP */
+  TEN_UPSTREAM_NOT_RUNNING,  /* stopped, failed or still starting */
+  TEN_UPSTREAM_WAKE_TIMEOUT, /* did not wake within wake_timeout */
+  TEN_UPSTREAM_QUEUE_FULL,   /* too many requests waiting for it */
+  TEN_UPSTREAM_ERROR_KINDS
+} ten_upstream_error_t;
+
 /* Counters for /health and /metrics. */
 typedef struct ten_http_stats {
   uint64_t connections_total;
@@ -51,8 +64,12 @@ typedef struct ten_http_stats {
   uint64_t requests_in_flight;
   uint64_t connections_refused; /* over max_connections */
   uint64_t route_hook_errors;
+  uint64_t upstream_errors[TEN_UPSTREAM_ERROR_KINDS];
 } ten_http_stats_t;
 const ten_http_stats_t *ten_http_stats(const ten_http_server_t *s);
+/* Writes the proxy's metric families (requests, durations, upstream
+ * errors, connections) in Prometheus text format. */
+void ten_http_metrics(ten_http_server_t *s, ten_buf_t *out);
 
 /* ---- the request a local handler answers ---- */
 
@@ -75,5 +92,23 @@ void ten_http_respond_error(ten_http_request_t *r, int status, const char *messa
                             const char *detail_json_members);
 
 const char *ten_http_status_text(int status);
+
+/* ---- answering later, and streaming ---- */
+
+/* A handler that answers later (after work on the threadpool) or streams
+ * registers fn: it runs once if the connection goes away (client gone,
+ * server shutting down) before the answer is complete. After it the
+ * request must not be used. */
+void ten_http_req_on_close(ten_http_request_t *r, void (*fn)(void *ctx), void *ctx);
+
+/* A response sent in pieces (chunked), e.g. Server-Sent Events. The
+ * connection stays open until ten_http_stream_end or the client leaves. */
+void ten_http_stream_begin(ten_http_request_t *r, int status, const char *content_type,
+                           const char *extra_headers);
+/* false when the client reads too slowly (more than a megabyte waiting):
+ * the caller should end the stream (an SSE client resumes by its
+ * Last-Event-ID). */
+bool ten_http_stream_write(ten_http_request_t *r, const char *data, size_t len);
+void ten_http_stream_end(ten_http_request_t *r);
 
 #endif

@@ -66,6 +66,8 @@ struct ten_instance {
   unsigned active;
   uint64_t last_active_ms;
   uint64_t requests; /* requests routed to it, all time */
+  uint64_t cold_starts; /* starts caused by a request finding it asleep */
+  uint64_t _wake_started_ns; /* a request woke it and waits: when */
 
   /* Scale to zero and health. */
   bool held;         /* stopped by an operator: traffic does not wake it */
@@ -222,6 +224,8 @@ void ten_instance_to_json(const ten_instance_t *inst, ten_jw_t *w);
 void ten_hv_to_json(ten_hv_t *hv, ten_jw_t *w);
 /* Counts of instances per state. */
 void ten_hv_count(ten_hv_t *hv, unsigned counts[TEN_INST_STATE_COUNT]);
+/* Writes the hypervisor's metric families (Prometheus text format). */
+void ten_hv_metrics(ten_hv_t *hv, ten_buf_t *out);
 
 /* Stops everything; `done` runs once every process is reaped and every
  * handle closed. Safe to call twice (the second call does nothing). */

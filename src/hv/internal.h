@@ -7,6 +7,7 @@
 #define TEN_HV_INTERNAL_H
 
 #include "hv/hv.h"
+#include "obs/metrics.h"
 #include "policy/hooks.h"
 
 #include <lauxlib.h> /* LUA_NOREF */
@@ -18,6 +19,7 @@ typedef struct ten__hv_service {
   size_t count, cap;
   double tokens;           /* on-demand creations left (refills spawn_rate / min) */
   uint64_t refill_ms;
+  ten_histogram_t wake;    /* request-to-ready times of woken instances */
 } ten__hv_service_t;
 
 /* hv.c */

@@ -147,3 +147,50 @@ void ten_hv_set_db(ten_hv_t *hv, struct ten_db *db) {
   if (ten_db_config_scan(db, WEIGHT_KEY_PREFIX, restore_weight, hv, &err))
     ten_log(TEN_LOG_ERROR, "hv: cannot read persisted weights: %s", err.msg);
 }
+
+/* ------------------------------------------------------------ metrics */
+
+void ten_hv_metrics(ten_hv_t *hv, ten_buf_t *out) {
+  ten_map_entry_t *e;
+  ten_metric_family(out, "tenement_instance_up", "gauge", "1 while the instance is ready.");
+  for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
+    ten_instance_t *i = e->value;
+    ten_label_t l[] = {{"service", i->service}, {"instance", i->id}};
+    ten_metric_sample(out, "tenement_instance_up", l, 2, i->state == TEN_INST_READY ? 1 : 0);
+  }
+  ten_metric_family(out, "tenement_instance_restarts_total", "counter",
+                    "Times the instance was started again after its first start.");
+  for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
+    ten_instance_t *i = e->value;
+    ten_label_t l[] = {{"service", i->service}, {"instance", i->id}};
+    ten_metric_sample(out, "tenement_instance_restarts_total", l, 2, i->restarts);
+  }
+  ten_metric_family(out, "tenement_instance_cold_starts_total", "counter",
+                    "Starts caused by a request for a sleeping instance.");
+  for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
+    ten_instance_t *i = e->value;
+    ten_label_t l[] = {{"service", i->service}, {"instance", i->id}};
+    ten_metric_sample(out, "tenement_instance_cold_starts_total", l, 2, (double)i->cold_starts);
+  }
+  ten_metric_family(out, "tenement_instance_wake_duration_seconds", "histogram",
+                    "Time from a request finding an instance asleep to the instance being ready.");
+  for (size_t it = 0; ten_map_next(&hv->_services, &it, &e);) {
+    ten__hv_service_t *svc = e->value;
+    if (!svc->wake.count || !ten_config_service(hv->config, svc->name, strlen(svc->name))) continue;
+    ten_label_t l[] = {{"service", svc->name}};
+    ten_metric_histogram(out, "tenement_instance_wake_duration_seconds", l, 1, &svc->wake);
+  }
+  unsigned counts[TEN_INST_STATE_COUNT];
+  ten_hv_count(hv, counts);
+  ten_metric_family(out, "tenement_instances", "gauge", "Instances by state.");
+  for (int s = 0; s < TEN_INST_STATE_COUNT; s++) {
+    ten_label_t l[] = {{"state", ten_instance_state_name((ten_instance_state_t)s)}};
+    ten_metric_sample(out, "tenement_instances", l, 1, counts[s]);
+  }
+  ten_metric_family(out, "tenement_instance_transitions_total", "counter",
+                    "State changes of all instances, by the state entered.");
+  for (int s = 0; s < TEN_INST_STATE_COUNT; s++) {
+    ten_label_t l[] = {{"state", ten_instance_state_name((ten_instance_state_t)s)}};
+    ten_metric_sample(out, "tenement_instance_transitions_total", l, 1, (double)hv->transitions[s]);
+  }
+}

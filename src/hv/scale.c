@@ -62,6 +62,8 @@ int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w) {
   if (inst->state == TEN_INST_STOPPED || inst->state == TEN_INST_DRAINING) {
     ten_log(TEN_LOG_INFO, "hv: %s: waking for a request", inst->key);
     inst->idle_stopped = false;
+    inst->cold_starts++;
+    inst->_wake_started_ns = ten_now_ns();
     ten__hv_start(inst); /* from draining: starts again once stopped */
     if (inst->state == TEN_INST_READY) return 1; /* socket activation without health */
     if (inst->state == TEN_INST_FAILED) return UV_EPERM;
@@ -78,7 +80,14 @@ int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w) {
 void ten__hv_scale_transition(ten_instance_t *inst, ten_instance_state_t from,
                               ten_instance_state_t to) {
   switch (to) {
-  case TEN_INST_READY: release_waiters(inst, 0); break;
+  case TEN_INST_READY:
+    if (inst->_wake_started_ns) {
+      ten__hv_service_t *svc = ten__hv_service(inst->hv, inst->service, strlen(inst->service));
+      ten_histogram_observe(&svc->wake, (double)(ten_now_ns() - inst->_wake_started_ns) / 1e9);
+      inst->_wake_started_ns = 0;
+    }
+    release_waiters(inst, 0);
+    break;
   case TEN_INST_FAILED: release_waiters(inst, UV_EPERM); break;
   case TEN_INST_STOPPED:
     /* A stop that is not followed by a start: nobody will serve them. */

@@ -2,24 +2,49 @@
  *
  * The loop thread never touches the disk: writes are queued to one writer
  * thread, which owns the write connection and commits what is queued in one
- * transaction. Reads at start-up (before the loop runs) use their own
- * connection; later readers open theirs on the threadpool (WAL lets them
- * run beside the writer). ten_db_close flushes the queue and joins.
+ * transaction (log lines every 250 ms or every TEN_DB_BATCH_LINES lines,
+ * anything else at once). Reads use their own connections: at start-up
+ * before the loop runs, and later on the threadpool (WAL lets readers run
+ * beside the writer). ten_db_close flushes the queue and joins.
  *
- * Tables: config(key, value) for persisted state (weights, token hashes,
- * settings); more arrive with the log pipeline.
+ * Tables:
+ *   config(key, value)                      persisted state: weights, tokens
+ *   sources(id, service, instance)          who wrote a log line
+ *   log_lines(id, ts, level, source, stream, message) + index (source, id)
+ *   logs                                    a view with service and instance
+ *   logs_fts                                FTS5 over log_lines.message
+ *   events(id, ts, service, instance, kind, detail)
+ *
+ * The full-text index follows the rows: lines are indexed in the same
+ * transaction that stores them while the writer keeps up; under a burst
+ * the rows are stored first (nothing is dropped) and indexed as soon as
+ * there is room, oldest first. Deleting rows (rotation) removes them from
+ * the index by trigger.
  */
 #ifndef TEN_OBS_DB_H
 #define TEN_OBS_DB_H
 
+#include "util/buf.h"
 #include "util/common.h"
+
+#define TEN_DB_BATCH_LINES 20000
+#define TEN_DB_BATCH_MS    250
 
 typedef struct ten_db ten_db_t;
 
-int ten_db_open(const char *path, ten_db_t **out, ten_err_t *err);
+typedef struct ten_db_options {
+  double log_retention_days; /* rows older are deleted; 0 = keep */
+  int64_t log_max_rows;      /* the oldest rows beyond are deleted; 0 = no cap */
+  size_t max_pending_bytes;  /* log bytes queued for the writer before new ones are dropped */
+} ten_db_options_t;
+
+int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, ten_err_t *err);
 /* Flushes pending writes, stops the writer thread, closes. NULL is fine. */
 void ten_db_close(ten_db_t *db);
 const char *ten_db_path(const ten_db_t *db);
+void ten_db_set_options(ten_db_t *db, const ten_db_options_t *opts);
+
+/* ---- config ---- */
 
 /* Every config row whose key starts with prefix, synchronously (start-up or
  * a CLI process, never the loop thread). */
@@ -30,5 +55,72 @@ int ten_db_config_scan(ten_db_t *db, const char *prefix,
 void ten_db_config_set(ten_db_t *db, const char *key, const char *value);
 /* Waits until everything queued so far is committed (tests, shutdown). */
 void ten_db_sync(ten_db_t *db);
+
+/* The same, for a process without a server (the CLI): direct, synchronous. */
+int ten_db_file_config_scan(const char *path, const char *prefix,
+                            void (*fn)(void *ctx, const char *key, const char *value), void *ctx,
+                            ten_err_t *err);
+int ten_db_file_config_set(const char *path, const char *key, const char *value, ten_err_t *err);
+
+/* ---- log lines ---- */
+
+/* The id the next log line gets (ids are assigned by the loop thread, so a
+ * line has its final id before it is stored: it is the SSE event id). */
+int64_t ten_db_next_log_id(const ten_db_t *db);
+
+/* A batch of lines, built on the loop thread and handed over whole. */
+typedef struct ten_db_log_batch ten_db_log_batch_t;
+ten_db_log_batch_t *ten_db_log_batch_new(void);
+void ten_db_log_batch_add(ten_db_log_batch_t *b, int64_t id, int64_t ts_ms, int level,
+                          int stream, const char *service, const char *instance,
+                          const char *message, size_t len);
+size_t ten_db_log_batch_lines(const ten_db_log_batch_t *b);
+void ten_db_log_batch_free(ten_db_log_batch_t *b);
+/* Takes the batch. false (and the batch freed) if the writer is so far
+ * behind that max_pending_bytes would be exceeded: the lines are dropped. */
+bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b);
+
+/* Counters for /metrics. */
+typedef struct ten_db_stats {
+  uint64_t lines_stored;
+  uint64_t lines_pending;  /* handed over, not yet committed */
+  int64_t indexed_through; /* the highest id in the full-text index */
+  uint64_t commits;
+  uint64_t rows_rotated;
+} ten_db_stats_t;
+void ten_db_stats(ten_db_t *db, ten_db_stats_t *out);
+
+/* ---- events ---- */
+
+void ten_db_event(ten_db_t *db, int64_t ts_ms, const char *service, const char *instance,
+                  const char *kind, const char *detail);
+
+/* ---- queries (threadpool or CLI, never the loop thread) ---- */
+
+typedef struct ten_db_log_query {
+  const char *service;  /* NULL: any */
+  const char *instance; /* NULL: any */
+  const char *tenant;   /* NULL: any; else only instances with this id */
+  int min_level;        /* -1: any */
+  const char *search;   /* FTS5 query syntax, or NULL */
+  int64_t since_ms;     /* 0: no bound */
+  int64_t until_ms;     /* 0: no bound */
+  int64_t before_id;    /* cursor: only ids below; 0 = newest */
+  int64_t after_id;     /* only ids above (resuming a stream); 0 = none */
+  int limit;            /* newest first (oldest first when after_id is set) */
+} ten_db_log_query_t;
+
+typedef struct ten_db_log_row {
+  int64_t id, ts;
+  int level, stream;
+  const char *service, *instance, *message;
+} ten_db_log_row_t;
+
+/* Runs the query on its own connection; fn sees each row (its strings live
+ * for the call only). *next_cursor is the id to pass as before_id for the
+ * next page (0 when there is none). */
+int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
+                      void (*fn)(void *ctx, const ten_db_log_row_t *row), void *ctx,
+                      int64_t *next_cursor, int64_t *indexed_through, ten_err_t *err);
 
 #endif

@@ -86,6 +86,13 @@ typedef struct ten_settings {
   char *data_dir;       /* absolute */
   double drain_timeout; /* seconds in-flight requests get at shutdown */
 
+  /* logs */
+  double log_retention_days; /* older lines are deleted; 0 = keep */
+  int64_t log_max_rows;      /* the oldest lines beyond are deleted; 0 = no cap */
+  int log_ring_lines;        /* lines kept in memory per instance for instant tails */
+  int log_max_line;          /* longer lines are split into pieces this long */
+  bool metrics_auth;         /* /metrics needs a token too */
+
   /* client side limits and timeouts */
   int max_connections;         /* open client connections; more are refused */
   int max_header_size;         /* request line + headers, bytes (431 above) */

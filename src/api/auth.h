@@ -1,0 +1,79 @@
+/* auth.h: bearer tokens for the API.
+ *
+ * A token is "ten_<id>_<secret>" (8 hex digits naming its row, 256 random
+ * bits). Only an Argon2id hash of it is stored, in tenement.db's config
+ * table ("token:<id>" -> {"name","hash","tenant","created"}). Verifying a
+ * hash is deliberately slow, so it runs on the threadpool and a verified
+ * token is cached (keyed by its SHA-256, for a minute); any change to the
+ * tokens (`ten token-revoke`) empties the cache at once.
+ *
+ * A tenant token acts only on instances whose id is its tenant. Failed
+ * attempts are counted per client address, so one attacker is slowed down
+ * (429) without locking anyone else out. While no token exists the API
+ * answers only on loopback.
+ *
+ * The token functions (gen, list, revoke) work on the file directly, with
+ * or without a running server. Everything else is loop-thread only.
+ */
+#ifndef TEN_API_AUTH_H
+#define TEN_API_AUTH_H
+
+#include <uv.h>
+
+#include "util/common.h"
+
+#define TEN_TENANT_MAX 64
+
+typedef struct ten_auth ten_auth_t;
+
+typedef struct ten_auth_identity {
+  bool admin;                  /* false: a tenant token */
+  char tenant[TEN_TENANT_MAX]; /* the instance id a tenant token is for */
+  char name[64];
+} ten_auth_identity_t;
+
+typedef enum ten_auth_outcome {
+  TEN_AUTH_OK,
+  TEN_AUTH_MISSING,     /* no or malformed Authorization header: 401 */
+  TEN_AUTH_INVALID,     /* a token that is not (or no longer) valid: 401 */
+  TEN_AUTH_THROTTLED,   /* too many failures from this address: 429 */
+  TEN_AUTH_LOOPBACK,    /* no token exists yet and the client is not local: 403 */
+} ten_auth_outcome_t;
+
+typedef struct ten_auth_check ten_auth_check_t;
+typedef void (*ten_auth_cb)(void *ctx, ten_auth_outcome_t outcome, const ten_auth_identity_t *id,
+                            int retry_after);
+
+ten_auth_t *ten_auth_new(uv_loop_t *loop, const char *db_path, ten_err_t *err);
+void ten_auth_free(ten_auth_t *a);
+/* Re-reads the token table (on the threadpool) and empties the cache. */
+void ten_auth_changed(ten_auth_t *a);
+/* How many tokens exist (as of the last read). */
+size_t ten_auth_token_count(const ten_auth_t *a);
+
+/* Checks `Authorization` (may be NULL) for a request from client_ip. The
+ * callback runs at once when the answer is known (cache, throttle, bad
+ * header) and returns NULL; otherwise later, and the returned check can be
+ * cancelled (the request went away: the callback will not run). */
+ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t header_len,
+                                 const char *client_ip, ten_auth_cb cb, void *ctx);
+void ten_auth_cancel(ten_auth_check_t *check);
+
+/* ---- token administration, synchronous, on the database file ---- */
+
+/* Creates a token and prints nothing: `token` receives it (the only time it
+ * exists in clear). tenant NULL = admin. */
+int ten_auth_token_gen(const char *db_path, const char *name, const char *tenant, char *token,
+                       size_t token_len, ten_err_t *err);
+typedef struct ten_auth_token_info {
+  const char *id, *name, *tenant;
+  int64_t created_ms;
+} ten_auth_token_info_t;
+int ten_auth_token_list(const char *db_path, void (*fn)(void *ctx, const ten_auth_token_info_t *t),
+                        void *ctx, ten_err_t *err);
+int ten_auth_token_revoke(const char *db_path, const char *name, ten_err_t *err);
+
+/* Is this address loopback (127/8, ::1, ::ffff:127.x)? */
+bool ten_auth_is_loopback(const char *ip);
+
+#endif

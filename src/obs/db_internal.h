@@ -1,0 +1,54 @@
+/* db_internal.h: what db.c (the writer thread and its queue) and
+ * logstore.c (the log tables' SQL) share. */
+#ifndef TEN_OBS_DB_INTERNAL_H
+#define TEN_OBS_DB_INTERNAL_H
+
+#include <sqlite3.h>
+
+#include "obs/db.h"
+#include "util/map.h"
+
+/* One log line in a batch's arena: this header, then service, instance and
+ * message bytes back to back. */
+typedef struct ten__log_rec {
+  int64_t id;
+  int64_t ts;
+  uint8_t level, stream;
+  uint16_t service_len, instance_len;
+  uint32_t message_len;
+} ten__log_rec_t;
+
+struct ten_db_log_batch {
+  ten_buf_t arena;
+  size_t lines;
+  int64_t first_id, last_id;
+};
+
+/* The writer's prepared statements and caches (writer thread only). */
+typedef struct ten__logstore {
+  sqlite3 *conn;
+  sqlite3_stmt *insert_line, *insert_source, *find_source;
+  sqlite3_stmt *index_range, *set_indexed;
+  ten_map_t sources; /* "service\n instance" -> source id (as pointer-sized int) */
+  int64_t indexed_through;
+  int64_t max_id;
+  uint64_t last_rotation_ms;
+} ten__logstore_t;
+
+extern const char ten__log_schema_sql[];
+
+int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err);
+void ten__logstore_close(ten__logstore_t *ls);
+/* Stores a batch (inside the caller's transaction). Returns lines stored. */
+size_t ten__logstore_insert(ten__logstore_t *ls, const ten_db_log_batch_t *b);
+/* Indexes up to max rows not yet in the full-text index (inside the
+ * caller's transaction). Returns how many. */
+int64_t ten__logstore_index(ten__logstore_t *ls, int64_t max);
+/* Deletes a chunk of rows past retention or the row cap (own transaction).
+ * Returns rows deleted. */
+int64_t ten__logstore_rotate(ten__logstore_t *ls, double retention_days, int64_t max_rows,
+                             int64_t chunk);
+/* The highest stored id, read at open. */
+int64_t ten__logstore_max_id(sqlite3 *conn);
+
+#endif

@@ -1,0 +1,377 @@
+#include "obs/logs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/log.h"
+#include "util/map.h"
+#include "util/time.h"
+
+#define HANDOFF_LINES 4096   /* hand a batch to the writer at least this often */
+#define CLOSE_GRACE_MS 2000  /* pipes still open this long after close are cut */
+#define READ_BUFFER (64 * 1024)
+
+typedef struct ring_entry {
+  int64_t id, ts;
+  uint8_t level, stream;
+  char *message;
+  uint32_t len;
+} ring_entry_t;
+
+/* The last lines of one instance. */
+typedef struct ring {
+  char *service, *id;
+  ring_entry_t *entries;
+  size_t cap, head, count; /* head: index of the oldest */
+} ring_t;
+
+typedef struct capture capture_t;
+
+typedef struct capture_stream {
+  uv_pipe_t pipe;
+  capture_t *owner;
+  ten_line_splitter_t splitter;
+  int stream; /* TEN_STREAM_* */
+  bool open;
+} capture_stream_t;
+
+struct capture {
+  ten_logs_t *logs;
+  ring_t *ring;
+  capture_stream_t out, err;
+  int open_handles;
+  capture_t *next, *prev;
+};
+
+struct ten_logs_sub {
+  ten_logs_t *logs;
+  char *service, *id, *tenant;
+  ten_logs_sub_fn fn;
+  void *ctx;
+  ten_logs_sub_t *next, *prev;
+};
+
+struct ten_logs {
+  uv_loop_t *loop;
+  ten_db_t *db;
+  ten_logs_options_t opts;
+  ten_map_t rings; /* "service:id" -> ring_t* */
+  capture_t *captures;
+  ten_logs_sub_t *subs;
+  ten_db_log_batch_t *batch;
+  int64_t next_id;
+  uv_check_t handoff; /* end of each loop turn: the batch goes to the writer */
+  uv_timer_t close_timer;
+  ten_logs_stats_t stats;
+  bool closing;
+  int open_handles;
+  void (*done)(void *ctx);
+  void *done_ctx;
+  char read_buffer[READ_BUFFER]; /* lines are handled before the next read */
+};
+
+/* ------------------------------------------------------------ rings */
+
+static ring_t *ring_of(ten_logs_t *logs, const char *service, const char *id) {
+  char key[256];
+  int n = snprintf(key, sizeof key, "%s:%s", service, id);
+  ring_t *r = ten_map_get(&logs->rings, key, (size_t)n);
+  if (r) return r;
+  r = ten_xcalloc(1, sizeof *r);
+  r->service = ten_xstrdup(service);
+  r->id = ten_xstrdup(id);
+  r->cap = logs->opts.ring_lines ? logs->opts.ring_lines : 1000;
+  r->entries = ten_xcalloc(r->cap, sizeof *r->entries);
+  ten_map_put(&logs->rings, key, (size_t)n, r);
+  return r;
+}
+
+static void ring_push(ring_t *r, const ten_log_line_t *line) {
+  ring_entry_t *e;
+  if (r->count == r->cap) {
+    e = &r->entries[r->head];
+    r->head = (r->head + 1) % r->cap;
+    free(e->message);
+  } else {
+    e = &r->entries[(r->head + r->count) % r->cap];
+    r->count++;
+  }
+  e->id = line->id;
+  e->ts = line->ts_ms;
+  e->level = (uint8_t)line->level;
+  e->stream = (uint8_t)line->stream;
+  e->message = ten_xstrndup(line->message, line->len);
+  e->len = (uint32_t)line->len;
+}
+
+static void ring_free(ring_t *r) {
+  for (size_t i = 0; i < r->count; i++) free(r->entries[(r->head + i) % r->cap].message);
+  free(r->entries);
+  free(r->service);
+  free(r->id);
+  free(r);
+}
+
+int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int64_t after_id,
+                      size_t max, ten_logs_sub_fn fn, void *ctx) {
+  char key[256];
+  int n = snprintf(key, sizeof key, "%s:%s", service, id);
+  ring_t *r = ten_map_get(&logs->rings, key, (size_t)n);
+  if (!r || !r->count) return 0;
+  /* The newest `max` lines after after_id, delivered oldest first. */
+  size_t first = 0;
+  while (first < r->count && r->entries[(r->head + first) % r->cap].id <= after_id) first++;
+  if (r->count - first > max) first = r->count - max;
+  for (size_t i = first; i < r->count; i++) {
+    ring_entry_t *e = &r->entries[(r->head + i) % r->cap];
+    ten_log_line_t line = {e->id, e->ts, e->level, e->stream, r->service, r->id, e->message, e->len};
+    fn(ctx, &line);
+  }
+  return r->entries[r->head].id;
+}
+
+/* ------------------------------------------------------------ lines */
+
+static bool sub_wants(const ten_logs_sub_t *s, const ten_log_line_t *line) {
+  if (s->service && strcmp(s->service, line->service) != 0) return false;
+  if (s->id && strcmp(s->id, line->instance) != 0) return false;
+  if (s->tenant && strcmp(s->tenant, line->instance) != 0) return false;
+  return true;
+}
+
+static void handoff(ten_logs_t *logs) {
+  if (!logs->batch || !ten_db_log_batch_lines(logs->batch)) return;
+  size_t n = ten_db_log_batch_lines(logs->batch);
+  if (!ten_db_log_submit(logs->db, logs->batch)) {
+    logs->stats.dropped += n;
+    ten_log(TEN_LOG_WARN, "logs: the database writer is behind: dropped %zu lines", n);
+  }
+  logs->batch = NULL;
+}
+
+static void on_handoff(uv_check_t *h) {
+  ten_logs_t *logs = h->data;
+  handoff(logs);
+  uv_check_stop(&logs->handoff);
+}
+
+static void deliver(ten_logs_t *logs, ring_t *ring, int stream, const char *text, size_t len) {
+  ten_log_line_t line = {logs->next_id++, ten_wall_ms(), ten_log_detect_level(text, len, stream),
+                         stream, ring->service, ring->id, text, len};
+  logs->stats.lines++;
+  logs->stats.bytes += len;
+  ring_push(ring, &line);
+  for (ten_logs_sub_t *s = logs->subs, *next; s; s = next) {
+    next = s->next; /* a subscriber may leave from inside its callback */
+    if (sub_wants(s, &line)) s->fn(s->ctx, &line);
+  }
+  if (!logs->db) return;
+  if (!logs->batch) logs->batch = ten_db_log_batch_new();
+  ten_db_log_batch_add(logs->batch, line.id, line.ts_ms, line.level, stream, ring->service, ring->id,
+                       text, len);
+  if (ten_db_log_batch_lines(logs->batch) >= HANDOFF_LINES) handoff(logs);
+  else uv_check_start(&logs->handoff, on_handoff);
+}
+
+static void on_line(void *ctx, const char *line, size_t len) {
+  capture_stream_t *cs = ctx;
+  deliver(cs->owner->logs, cs->owner->ring, cs->stream, line, len);
+}
+
+/* ------------------------------------------------------------ captures */
+
+static void maybe_done(ten_logs_t *logs);
+
+static void on_capture_closed(uv_handle_t *h) {
+  capture_stream_t *cs = h->data;
+  capture_t *c = cs->owner;
+  ten_line_splitter_free(&cs->splitter);
+  if (--c->open_handles > 0) return;
+  ten_logs_t *logs = c->logs;
+  if (c->prev) c->prev->next = c->next;
+  else logs->captures = c->next;
+  if (c->next) c->next->prev = c->prev;
+  logs->stats.captures--;
+  free(c);
+  maybe_done(logs);
+}
+
+static void stream_close(capture_stream_t *cs) {
+  if (!cs->open) return;
+  cs->open = false;
+  /* The last line may have no newline: it still counts. */
+  ten_line_splitter_flush(&cs->splitter, on_line, cs);
+  uv_close((uv_handle_t *)&cs->pipe, on_capture_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  capture_stream_t *cs = h->data;
+  buf->base = cs->owner->logs->read_buffer;
+  buf->len = READ_BUFFER;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  capture_stream_t *cs = s->data;
+  if (nread < 0) {
+    stream_close(cs);
+    return;
+  }
+  ten_line_splitter_feed(&cs->splitter, buf->base, (size_t)nread, on_line, cs);
+}
+
+static int open_stream(ten_logs_t *logs, capture_t *c, capture_stream_t *cs, int stream,
+                       int *write_fd) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
+  cs->owner = c;
+  cs->stream = stream;
+  ten_line_splitter_init(&cs->splitter, logs->opts.max_line);
+  int rc = uv_pipe_init(logs->loop, &cs->pipe, 0);
+  if (rc == 0) rc = uv_pipe_open(&cs->pipe, fds[0]);
+  if (rc < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    ten_line_splitter_free(&cs->splitter);
+    return rc;
+  }
+  cs->pipe.data = cs;
+  cs->open = true;
+  c->open_handles++;
+  uv_read_start((uv_stream_t *)&cs->pipe, on_alloc, on_read);
+  *write_fd = fds[1];
+  return 0;
+}
+
+int ten_logs_capture(ten_logs_t *logs, const char *service, const char *id, int *out_fd,
+                     int *err_fd) {
+  if (logs->closing) return UV_ECANCELED;
+  capture_t *c = ten_xcalloc(1, sizeof *c);
+  c->logs = logs;
+  c->ring = ring_of(logs, service, id);
+  int rc = open_stream(logs, c, &c->out, TEN_STREAM_STDOUT, out_fd);
+  if (rc == 0) rc = open_stream(logs, c, &c->err, TEN_STREAM_STDERR, err_fd);
+  if (rc) {
+    if (c->out.open) {
+      close(*out_fd);
+      stream_close(&c->out); /* frees c in its close callback */
+      logs->stats.captures++;
+      c->next = logs->captures;
+      if (logs->captures) logs->captures->prev = c;
+      logs->captures = c;
+    } else {
+      free(c);
+    }
+    return rc;
+  }
+  c->next = logs->captures;
+  if (logs->captures) logs->captures->prev = c;
+  logs->captures = c;
+  logs->stats.captures++;
+  return 0;
+}
+
+/* ------------------------------------------------------------ subscribers */
+
+ten_logs_sub_t *ten_logs_subscribe(ten_logs_t *logs, const char *service, const char *id,
+                                   const char *tenant, ten_logs_sub_fn fn, void *ctx) {
+  ten_logs_sub_t *s = ten_xcalloc(1, sizeof *s);
+  s->logs = logs;
+  s->service = service ? ten_xstrdup(service) : NULL;
+  s->id = id ? ten_xstrdup(id) : NULL;
+  s->tenant = tenant ? ten_xstrdup(tenant) : NULL;
+  s->fn = fn;
+  s->ctx = ctx;
+  s->next = logs->subs;
+  if (logs->subs) logs->subs->prev = s;
+  logs->subs = s;
+  return s;
+}
+
+void ten_logs_unsubscribe(ten_logs_sub_t *s) {
+  if (!s) return;
+  ten_logs_t *logs = s->logs;
+  if (s->prev) s->prev->next = s->next;
+  else logs->subs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  free(s->service);
+  free(s->id);
+  free(s->tenant);
+  free(s);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+ten_logs_t *ten_logs_new(uv_loop_t *loop, ten_db_t *db, const ten_logs_options_t *opts) {
+  ten_logs_t *logs = ten_xcalloc(1, sizeof *logs);
+  logs->loop = loop;
+  logs->db = db;
+  if (opts) logs->opts = *opts;
+  if (!logs->opts.ring_lines) logs->opts.ring_lines = 1000;
+  if (!logs->opts.max_line) logs->opts.max_line = 16384;
+  logs->next_id = db ? ten_db_next_log_id(db) : 1;
+  uv_check_init(loop, &logs->handoff);
+  uv_timer_init(loop, &logs->close_timer);
+  logs->handoff.data = logs->close_timer.data = logs;
+  logs->open_handles = 2;
+  return logs;
+}
+
+void ten_logs_set_options(ten_logs_t *logs, const ten_logs_options_t *opts) {
+  if (opts->max_line) logs->opts.max_line = opts->max_line;
+  if (opts->ring_lines) logs->opts.ring_lines = opts->ring_lines; /* new rings only */
+}
+
+void ten_logs_stats(const ten_logs_t *logs, ten_logs_stats_t *out) { *out = logs->stats; }
+
+static void on_handle_closed(uv_handle_t *h) {
+  ten_logs_t *logs = h->data;
+  logs->open_handles--;
+  maybe_done(logs);
+}
+
+static void maybe_done(ten_logs_t *logs) {
+  if (!logs->closing) return;
+  if (logs->captures) return;
+  if (!uv_is_closing((uv_handle_t *)&logs->handoff)) {
+    handoff(logs); /* the last lines */
+    uv_close((uv_handle_t *)&logs->handoff, on_handle_closed);
+    uv_close((uv_handle_t *)&logs->close_timer, on_handle_closed);
+    return;
+  }
+  if (logs->open_handles == 0 && logs->done) {
+    void (*done)(void *) = logs->done;
+    logs->done = NULL;
+    done(logs->done_ctx);
+  }
+}
+
+static void on_close_timeout(uv_timer_t *t) {
+  ten_logs_t *logs = t->data;
+  /* Something still holds a pipe open (a process that escaped its group). */
+  for (capture_t *c = logs->captures, *next; c; c = next) {
+    next = c->next;
+    stream_close(&c->out);
+    stream_close(&c->err);
+  }
+}
+
+void ten_logs_close(ten_logs_t *logs, void (*done)(void *ctx), void *ctx) {
+  logs->closing = true;
+  logs->done = done;
+  logs->done_ctx = ctx;
+  if (logs->captures) uv_timer_start(&logs->close_timer, on_close_timeout, CLOSE_GRACE_MS, 0);
+  maybe_done(logs);
+}
+
+void ten_logs_free(ten_logs_t *logs) {
+  if (!logs) return;
+  ten_map_entry_t *e;
+  for (size_t it = 0; ten_map_next(&logs->rings, &it, &e);) ring_free(e->value);
+  ten_map_free(&logs->rings);
+  while (logs->subs) ten_logs_unsubscribe(logs->subs);
+  ten_db_log_batch_free(logs->batch); /* handed off at close; only a failed start leaves one */
+  free(logs);
+}
