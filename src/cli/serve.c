@@ -111,7 +111,7 @@ static int open_output(void *ctx, const ten_instance_t *inst, int *out_fd, int *
 }
 
 static ten_db_options_t db_options(const ten_settings_t *set) {
-  ten_db_options_t o = {set->log_retention_days, set->log_max_rows, 0};
+  ten_db_options_t o = {set->log_retention_days, set->log_max_rows, 0, set->log_rotate_interval};
   return o;
 }
 

@@ -173,7 +173,8 @@ static bool idle_work(ten_db_t *db, ten_db_options_t opts) {
     return true;
   }
   uint64_t now = ten_now_ms();
-  if (now - db->logs.last_rotation_ms < ROTATE_EVERY_MS) return false;
+  uint64_t every = opts.rotate_interval > 0 ? (uint64_t)(opts.rotate_interval * 1000) : ROTATE_EVERY_MS;
+  if (now - db->logs.last_rotation_ms < every) return false;
   sqlite3_exec(db->writer, "BEGIN", NULL, NULL, NULL);
   int64_t deleted =
       ten__logstore_rotate(&db->logs, opts.log_retention_days, opts.log_max_rows, ROTATE_CHUNK);

@@ -36,6 +36,7 @@ typedef struct ten_db_options {
   double log_retention_days; /* rows older are deleted; 0 = keep */
   int64_t log_max_rows;      /* the oldest rows beyond are deleted; 0 = no cap */
   size_t max_pending_bytes;  /* log bytes queued for the writer before new ones are dropped */
+  double rotate_interval;    /* seconds between rotation passes (0: 60) */
 } ten_db_options_t;
 
 int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, ten_err_t *err);

@@ -89,6 +89,7 @@ typedef struct ten_settings {
   /* logs */
   double log_retention_days; /* older lines are deleted; 0 = keep */
   int64_t log_max_rows;      /* the oldest lines beyond are deleted; 0 = no cap */
+  double log_rotate_interval; /* seconds between rotation passes */
   int log_ring_lines;        /* lines kept in memory per instance for instant tails */
   int log_max_line;          /* longer lines are split into pieces this long */
   bool metrics_auth;         /* /metrics needs a token too */

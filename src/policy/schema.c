@@ -33,10 +33,12 @@ const ten_option_t ten_settings_options[] = {
    "state, sockets and logs; default /var/lib/tenement (root) or ~/.local/state/tenement"},
   {"drain_timeout", TEN_OPT_SECONDS, SET(drain_timeout), 0, 3600, 10, NULL, NULL, 0, 0,
    "seconds in-flight requests may take to finish at shutdown"},
-  {"log_retention_days", TEN_OPT_SECONDS, SET(log_retention_days), 0, 36500, 7, NULL, NULL, 0, 0,
+  {"log_retention_days", TEN_OPT_NUMBER, SET(log_retention_days), 0, 36500, 7, NULL, NULL, 0, 0,
    "days log lines are kept (0 = no age limit)"},
   {"log_max_rows", TEN_OPT_SIZE, SET(log_max_rows), 0, 1e12, 10000000, NULL, NULL, 0, 0,
    "log lines kept in all; the oldest go first (0 = no cap)"},
+  {"log_rotate_interval", TEN_OPT_SECONDS, SET(log_rotate_interval), 0.1, 86400, 60, NULL, NULL, 0,
+   0, "seconds between passes that apply log_retention_days and log_max_rows"},
   {"log_ring_lines", TEN_OPT_INT, SET(log_ring_lines), 1, 1000000, 1000, NULL, NULL, 0,
    TEN_OPT_STARTUP, "lines kept in memory per instance for instant tails"},
   {"log_max_line", TEN_OPT_INT, SET(log_max_line), 256, 1048576, 16384, NULL, NULL, 0, 0,
@@ -166,7 +168,8 @@ void ten_schema_defaults(const ten_option_t *opts, void *target) {
   for (const ten_option_t *o = opts; o->name; o++) {
     switch (o->type) {
     case TEN_OPT_INT: *FIELD(target, o, int) = (int)o->def_num; break;
-    case TEN_OPT_SECONDS: *FIELD(target, o, double) = o->def_num; break;
+    case TEN_OPT_SECONDS:
+    case TEN_OPT_NUMBER: *FIELD(target, o, double) = o->def_num; break;
     case TEN_OPT_BOOL:
     case TEN_OPT_AUTO: *FIELD(target, o, bool) = o->def_num != 0; break;
     case TEN_OPT_ENUM: *FIELD(target, o, int) = (int)o->def_num; break;
@@ -507,11 +510,13 @@ static int apply_one(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, voi
                        o->name, o->min, o->max, describe(L, vidx, got, sizeof got));
     *FIELD(target, o, int) = (int)lua_tointeger(L, vidx);
     return 0;
-  case TEN_OPT_SECONDS: {
+  case TEN_OPT_SECONDS:
+  case TEN_OPT_NUMBER: {
     double v = lua_type(L, vidx) == LUA_TNUMBER ? lua_tonumber(L, vidx) : NAN;
     if (!(v >= o->min && v <= o->max))
-      return key_error(ctx, err, o->name, "'%s' must be a number of seconds from %.10g to %.10g, got %s",
-                       o->name, o->min, o->max, describe(L, vidx, got, sizeof got));
+      return key_error(ctx, err, o->name, "'%s' must be a number%s from %.10g to %.10g, got %s",
+                       o->name, o->type == TEN_OPT_SECONDS ? " of seconds" : "", o->min, o->max,
+                       describe(L, vidx, got, sizeof got));
     *FIELD(target, o, double) = v;
     return 0;
   }
@@ -616,7 +621,8 @@ void ten_schema_to_json(const ten_option_t *opts, const void *target, ten_jw_t *
     ten_jw_key(w, o->name);
     switch (o->type) {
     case TEN_OPT_INT: ten_jw_int(w, *CFIELD(target, o, int)); break;
-    case TEN_OPT_SECONDS: ten_jw_num(w, *CFIELD(target, o, double)); break;
+    case TEN_OPT_SECONDS:
+    case TEN_OPT_NUMBER: ten_jw_num(w, *CFIELD(target, o, double)); break;
     case TEN_OPT_BOOL: ten_jw_bool(w, *CFIELD(target, o, bool)); break;
     case TEN_OPT_AUTO:
       if (*CFIELD(target, o, bool))
@@ -666,7 +672,8 @@ bool ten_schema_differs(const ten_option_t *o, const void *a, const void *b) {
   switch (o->type) {
   case TEN_OPT_INT:
   case TEN_OPT_ENUM: return *CFIELD(a, o, int) != *CFIELD(b, o, int);
-  case TEN_OPT_SECONDS: return *CFIELD(a, o, double) != *CFIELD(b, o, double);
+  case TEN_OPT_SECONDS:
+  case TEN_OPT_NUMBER: return *CFIELD(a, o, double) != *CFIELD(b, o, double);
   case TEN_OPT_SIZE: return *CFIELD(a, o, int64_t) != *CFIELD(b, o, int64_t);
   case TEN_OPT_FUNC: /* functions of two states cannot be compared: a hook is a hook */
     return (*CFIELD(a, o, int) == LUA_NOREF) != (*CFIELD(b, o, int) == LUA_NOREF);

@@ -20,6 +20,7 @@ typedef enum ten_opt_type {
   TEN_OPT_HTTP_PATH, /* an absolute URL path, e.g. "/health" */
   TEN_OPT_INT,       /* integer in [min, max] */
   TEN_OPT_SECONDS,   /* number of seconds in [min, max] */
+  TEN_OPT_NUMBER,    /* any number in [min, max] (a double field) */
   TEN_OPT_BOOL,
   TEN_OPT_ENUM, /* one of .choices; stored as the index (an enum value) */
   TEN_OPT_ENV,  /* table of NAME = template string (or number) */
