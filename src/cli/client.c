@@ -55,19 +55,35 @@ static int data_dir_of(const ten_cli_opts_t *o, char **out) {
   return 0;
 }
 
+/* Replies and stream events arrive as newline-delimited JSON; one read()
+ * may carry several. Bytes after the first newline belong to the next call,
+ * so they wait here, tagged with the fd they came from. The CLI is single
+ * threaded and reads one connection at a time. */
+static ten_buf_t pending = TEN_BUF_INIT;
+static int pending_fd = -1;
+
 static int read_line(int fd, ten_buf_t *line) {
+  if (pending_fd != fd) {
+    ten_buf_reset(&pending);
+    pending_fd = fd;
+  }
   char chunk[4096];
   for (;;) {
-    char *nl = line->len ? memchr(line->data, '\n', line->len) : NULL;
+    char *nl = pending.len ? memchr(pending.data, '\n', pending.len) : NULL;
     if (nl) {
-      line->len = (size_t)(nl - line->data);
-      line->data[line->len] = '\0';
+      size_t len = (size_t)(nl - pending.data);
+      ten_buf_append(line, pending.data, len);
+      ten_buf_consume(&pending, len + 1);
       return 0;
     }
     ssize_t n = read(fd, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return -1;
-    ten_buf_append(line, chunk, (size_t)n);
+    if (n <= 0) {
+      ten_buf_free(&pending);
+      pending_fd = -1;
+      return -1;
+    }
+    ten_buf_append(&pending, chunk, (size_t)n);
   }
 }
 
@@ -110,6 +126,9 @@ int ten_cli_connect_quiet(const ten_cli_opts_t *o, int *out_fd, bool quiet) {
     return TEN_EXIT_ERROR;
   }
   free(data_dir);
+  /* A new connection may reuse the fd number of a closed one. */
+  ten_buf_reset(&pending);
+  pending_fd = fd;
   *out_fd = fd;
   return TEN_EXIT_OK;
 }
