@@ -20,9 +20,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Readiness probes retry quickly at first (most apps listen within a few
- * ms) and back off to this cap. */
+/* Until the app listens, a probe is one failed connect(): cheap, so it is
+ * retried every millisecond for the first PROBE_EAGER_ATTEMPTS (most apps
+ * listen within a few ms, and a doubling delay would overshoot them by as
+ * much again). After that, and for health answers that are not yet 2xx,
+ * the delay doubles up to the cap. */
 #define PROBE_FIRST_DELAY_MS     1
+#define PROBE_EAGER_ATTEMPTS     100
 #define PROBE_MAX_DELAY_MS       25
 #define PROBE_ATTEMPT_TIMEOUT_MS 2000
 
@@ -345,9 +349,14 @@ static void on_retry(uv_timer_t *t) {
   if (inst->state == TEN_INST_STARTING) probe(inst, false);
 }
 
-static void retry_probe(ten_instance_t *inst) {
+static void retry_probe(ten_instance_t *inst, bool not_listening) {
   unsigned delay = inst->_probe_delay_ms;
-  inst->_probe_delay_ms = TEN_MIN(delay * 2, PROBE_MAX_DELAY_MS);
+  if (not_listening && inst->_probe_attempts < PROBE_EAGER_ATTEMPTS) {
+    inst->_probe_attempts++;
+    delay = PROBE_FIRST_DELAY_MS;
+  } else {
+    inst->_probe_delay_ms = TEN_MIN(delay * 2, PROBE_MAX_DELAY_MS);
+  }
   uv_timer_start(&inst->_retry, on_retry, delay, 0);
 }
 
@@ -371,7 +380,7 @@ static void on_probe(void *ctx, int result) {
     set_reason(inst, "health check %s answered %s%d", inst->conf->health,
                result < 0 ? "error " : "", result);
   }
-  retry_probe(inst);
+  retry_probe(inst, !was_health);
 }
 
 static void probe(ten_instance_t *inst, bool health) {
@@ -380,7 +389,7 @@ static void probe(ten_instance_t *inst, bool health) {
   inst->_probing_health = health;
   inst->_probe = ten_httpc_get(inst->hv->loop, &target, health ? inst->conf->health : NULL,
                                PROBE_ATTEMPT_TIMEOUT_MS, on_probe, inst, &rc);
-  if (!inst->_probe) retry_probe(inst);
+  if (!inst->_probe) retry_probe(inst, !health);
 }
 
 static void stop_probing(ten_instance_t *inst) {
@@ -458,6 +467,7 @@ static void begin_start(ten_instance_t *inst) {
   snprintf(detail, sizeof detail, "pid %d", (int)inst->pid);
   transition(inst, TEN_INST_STARTING, detail);
   inst->_probe_delay_ms = PROBE_FIRST_DELAY_MS;
+  inst->_probe_attempts = 0;
   arm_timer(inst, inst->conf->start_timeout);
   if (inst->_listen_fd >= 0) {
     /* The socket already accepts (the kernel queues connections until the

@@ -92,6 +92,7 @@ struct ten_instance {
   uv_timer_t _retry; /* next readiness probe */
   struct ten_httpc *_probe;
   unsigned _probe_delay_ms;
+  unsigned _probe_attempts;
   bool _probing_health;
   bool _ever_started;
   bool _exit_crashed;   /* the last exit was not a clean status 0 */

@@ -1,4 +1,4 @@
-/* spawn.h: starting one instance process with our own fork + exec.
+/* spawn.h: starting one instance process with our own vfork + exec.
  *
  * The child gets its own process group (so a stop signals the whole tree),
  * PR_SET_PDEATHSIG so it dies with `ten` even after `kill -9`, the working
@@ -15,7 +15,8 @@
 #include <sys/types.h>
 
 typedef struct ten_spawn_opts {
-  const char *command;   /* run by /bin/sh -c; a simple command is exec'd */
+  const char *command;   /* plain words are exec'd directly (PATH searched);
+                            anything else runs under /bin/sh -c */
   const char *directory; /* working directory */
   char **envp;           /* NULL-terminated "NAME=value" array */
   int stdout_fd;         /* -1: /dev/null */

@@ -21,11 +21,13 @@ typedef struct ring_entry {
   uint32_t len;
 } ring_entry_t;
 
-/* The last lines of one instance. */
+/* The last lines of one instance. Slots grow on demand up to cap, so an
+ * instance that logs little costs little (ten holds thousands). Until the
+ * ring is full head stays 0; after that alloc == cap. */
 typedef struct ring {
   char *service, *id;
   ring_entry_t *entries;
-  size_t cap, head, count; /* head: index of the oldest */
+  size_t cap, alloc, head, count; /* head: index of the oldest */
 } ring_t;
 
 typedef struct capture capture_t;
@@ -84,19 +86,22 @@ static ring_t *ring_of(ten_logs_t *logs, const char *service, const char *id) {
   r->service = ten_xstrdup(service);
   r->id = ten_xstrdup(id);
   r->cap = logs->opts.ring_lines ? logs->opts.ring_lines : 1000;
-  r->entries = ten_xcalloc(r->cap, sizeof *r->entries);
   ten_map_put(&logs->rings, key, (size_t)n, r);
   return r;
 }
 
 static void ring_push(ring_t *r, const ten_log_line_t *line) {
   ring_entry_t *e;
+  if (r->count == r->alloc && r->alloc < r->cap) {
+    r->alloc = TEN_MIN(r->cap, TEN_MAX(r->alloc * 2, (size_t)8));
+    r->entries = ten_xrealloc(r->entries, r->alloc * sizeof *r->entries);
+  }
   if (r->count == r->cap) {
     e = &r->entries[r->head];
-    r->head = (r->head + 1) % r->cap;
+    r->head = (r->head + 1) % r->alloc;
     free(e->message);
   } else {
-    e = &r->entries[(r->head + r->count) % r->cap];
+    e = &r->entries[(r->head + r->count) % r->alloc];
     r->count++;
   }
   e->id = line->id;
@@ -108,7 +113,7 @@ static void ring_push(ring_t *r, const ten_log_line_t *line) {
 }
 
 static void ring_free(ring_t *r) {
-  for (size_t i = 0; i < r->count; i++) free(r->entries[(r->head + i) % r->cap].message);
+  for (size_t i = 0; i < r->count; i++) free(r->entries[(r->head + i) % r->alloc].message);
   free(r->entries);
   free(r->service);
   free(r->id);
@@ -123,10 +128,10 @@ int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int
   if (!r || !r->count) return 0;
   /* The newest `max` lines after after_id, delivered oldest first. */
   size_t first = 0;
-  while (first < r->count && r->entries[(r->head + first) % r->cap].id <= after_id) first++;
+  while (first < r->count && r->entries[(r->head + first) % r->alloc].id <= after_id) first++;
   if (r->count - first > max) first = r->count - max;
   for (size_t i = first; i < r->count; i++) {
-    ring_entry_t *e = &r->entries[(r->head + i) % r->cap];
+    ring_entry_t *e = &r->entries[(r->head + i) % r->alloc];
     ten_log_line_t line = {e->id, e->ts, e->level, e->stream, r->service, r->id, e->message, e->len};
     fn(ctx, &line);
   }
