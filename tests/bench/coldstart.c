@@ -21,6 +21,13 @@
  * when the request was written and when the response was complete, to line
  * up with the millisecond timestamps of ten's log.
  *
+ * COLDSTART_REWAKE=1 measures only the ten samples, kind "rewake": the same
+ * ids again, once the script has seen them idle out (the instance exists and
+ * is stopped: ten starts it again for the request).
+ *
+ * COLDSTART_BACKGROUND=N first asks ten for N instances of the service "bg"
+ * (ids b1..bN), so that the samples run with N more instances in ten.
+ *
  * COLDSTART_VIA_SH=1 starts the app alone the way ten does (/bin/sh -c
  * 'exec hello') instead of exec'ing it directly.  Anything unexpected: a message on stderr
  * and exit status 1.
@@ -337,6 +344,8 @@ int main(int argc, char **argv) {
   int samples = atoi(argv[4]), warmup = atoi(argv[5]);
   retry_us = atol(argv[6]);
   long gap_ms = atol(argv[7]);
+  const char *rw = getenv("COLDSTART_REWAKE");
+  bool rewake = rw && *rw && strcmp(rw, "0") != 0;
   const char *sh = getenv("COLDSTART_VIA_SH");
   via_sh = sh && *sh && strcmp(sh, "0") != 0;
   signal(SIGPIPE, SIG_IGN);
@@ -347,19 +356,33 @@ int main(int argc, char **argv) {
   for (int v = 8; v < argc; v++)
     if (strcmp(argv[v], "plain") != 0 && strcmp(argv[v], "socket") != 0)
       die("unknown variant '%s' (plain or socket)", argv[v]);
+  /* COLDSTART_BACKGROUND=N: first make ten hold N more instances (service
+   * "bg", ids b1..bN), to see how a cold start scales with their number. */
+  const char *bg = getenv("COLDSTART_BACKGROUND");
+  long nbg = bg ? atol(bg) : 0;
+  for (long i = 1; i <= nbg; i++) {
+    char id[32];
+    double w0, w1;
+    snprintf(id, sizeof id, "b%ld", i);
+    sample_ten("bg", id, &w0, &w1);
+    if (i % 1000 == 0 || i == nbg) fprintf(stderr, "coldstart: %ld of %ld background instances\n", i, nbg);
+  }
   /* Interleaved: sample i of every variant and kind before sample i+1. */
   for (int i = -warmup; i < samples; i++) {
     for (int v = 8; v < argc; v++) {
       char id[32];
       if (i < 0) snprintf(id, sizeof id, "w%d", -i);
       else snprintf(id, sizeof id, "s%d", i + 1);
-      int64_t app = sample_app(argv[v], id);
-      if (gap_ms) sleep_us(gap_ms * 1000);
+      if (!rewake) {
+        int64_t app = sample_app(argv[v], id);
+        printf("%s app %d %.1f\n", argv[v], i, (double)app / 1000.0);
+        if (gap_ms) sleep_us(gap_ms * 1000);
+      }
       double w0, w1;
       int64_t ten = sample_ten(argv[v], id, &w0, &w1);
+      printf("%s %s %d %.1f %.6f %.6f\n", argv[v], rewake ? "rewake" : "ten", i,
+             (double)ten / 1000.0, w0, w1);
       if (gap_ms) sleep_us(gap_ms * 1000);
-      printf("%s app %d %.1f\n", argv[v], i, (double)app / 1000.0);
-      printf("%s ten %d %.1f %.6f %.6f\n", argv[v], i, (double)ten / 1000.0, w0, w1);
     }
   }
   return 0;
