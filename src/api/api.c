@@ -432,15 +432,19 @@ static void route_stream(void *ctx, ten_http_request_t *req) {
 }
 static void route_events(void *ctx, ten_http_request_t *req) { guarded(ctx, req, ten__api_events); }
 
-static void route_unknown(void *ctx, ten_http_request_t *req) {
+/* Behind auth like the rest: an anonymous caller learns nothing about
+ * which routes exist. */
+static void unknown_route(ten__call_t *call) {
   size_t len;
-  const char *path = ten_http_req_path(req, &len);
+  const char *path = ten_http_req_path(call->req, &len);
   ten_buf_t detail = TEN_BUF_INIT;
   ten_buf_puts(&detail, "\"path\":");
   ten_json_quote(&detail, path, len);
-  ten_http_respond_error(req, 404, "no such API route", detail.data);
+  ten__call_error(call, 404, "no such API route", detail.data);
   ten_buf_free(&detail);
 }
+
+static void route_unknown(void *ctx, ten_http_request_t *req) { guarded(ctx, req, unknown_route); }
 
 ten_api_t *ten_api_new(const ten_api_deps_t *deps) {
   ten_api_t *api = ten_xcalloc(1, sizeof *api);

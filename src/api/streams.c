@@ -276,8 +276,11 @@ void ten__api_logs_stream(ten__call_t *call) {
   const char *tenant = call->id.admin ? NULL : call->id.tenant;
   st->sub = ten_logs_subscribe(api->logs, st->service, st->id, tenant, on_live_line, st);
 
-  long long after = atoll(last);
-  if (after > 0 && api->db) {
+  /* Last-Event-ID: 0 is a resume from the very start (up to REPLAY_MAX). */
+  char *end = NULL;
+  long long after = *last ? strtoll(last, &end, 10) : -1;
+  if (end && *end) after = -1;
+  if (after >= 0 && api->db) {
     st->replaying = true;
     st->last_sent = after;
     replay_t *r = ten_xcalloc(1, sizeof *r);
