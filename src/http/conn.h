@@ -37,7 +37,9 @@ typedef struct ten__wbatch {
 
 /* false when full (flush, then add again). */
 bool ten__wbatch_add(ten__wbatch_t *b, ten_iobuf_t *buf, const char *data, size_t len);
-/* Hands the batch to uv_write (cb gets the total); the batch is empty after. */
+/* Writes the batch: 1 when it was all written at once (cb will not run),
+ * 0 when (the rest) went to uv_write (cb gets the total later), or a
+ * negative error. The batch is empty after. */
 int ten__wbatch_flush(ten__wbatch_t *b, uv_stream_t *stream, void (*cb)(void *, int, size_t),
                       void *owner);
 void ten__wbatch_drop(ten__wbatch_t *b);
@@ -130,6 +132,8 @@ struct ten__conn {
   struct ten__conn *next_dirty, *prev_dirty;
   bool dirty;           /* on the server's flush list */
   unsigned writes;      /* write requests in flight */
+  bool drained;         /* written at once below the low-water mark: tell
+                           the proxy on the flush pass, not mid-callback */
   char client_ip[48]; /* the peer */
   char real_ip[48];   /* the client, looking through trusted proxies */
   bool peer_trusted;  /* the peer is in settings.trusted_proxies */
@@ -222,7 +226,8 @@ void ten__proxy_tunnel_client_eof(ten__conn_t *c);
 void ten__proxy_init(ten_http_server_t *s);
 void ten__proxy_shutdown(ten_http_server_t *s);
 
-/* iobuf writes: one allocation-free path for every write to a stream. */
+/* iobuf writes: one allocation-free path for every write to a stream.
+ * Returns like ten__wbatch_flush. */
 typedef void (*ten__write_cb)(void *owner, int status, size_t len);
 int ten__write(uv_stream_t *stream, ten_iobuf_t *buf, const char *data, size_t len,
                ten__write_cb cb, void *owner);

@@ -165,13 +165,31 @@ bool ten__wbatch_add(ten__wbatch_t *b, ten_iobuf_t *buf, const char *data, size_
 
 int ten__wbatch_flush(ten__wbatch_t *b, uv_stream_t *stream, ten__write_cb cb, void *owner) {
   if (!b->count) return 0;
+  /* Most writes fit in the socket buffer. Written at once, they need no
+   * write request, and libuv does not re-arm the fd in epoll after each
+   * completed uv_write (one epoll_ctl per write otherwise). */
+  int done = uv_try_write(stream, b->iov, b->count);
+  if (done < 0 && done != UV_EAGAIN) {
+    ten__wbatch_drop(b);
+    return done;
+  }
+  if (done > 0 && (size_t)done == b->bytes) {
+    ten__wbatch_drop(b);
+    return 1;
+  }
+  unsigned first = 0;
+  size_t skip = done > 0 ? (size_t)done : 0;
+  while (skip && skip >= b->iov[first].len) skip -= b->iov[first++].len;
+  b->iov[first].base += skip;
+  b->iov[first].len -= skip;
+
   wreq_t *w = wreq_get();
   memcpy(w->bufs, b->bufs, b->count * sizeof *b->bufs);
   w->count = b->count;
   w->cb = cb;
   w->owner = owner;
   w->len = b->bytes;
-  int rc = uv_write(&w->req, stream, b->iov, b->count, on_write);
+  int rc = uv_write(&w->req, stream, b->iov + first, b->count - first, on_write);
   b->count = 0;
   b->bytes = 0;
   if (rc < 0) wreq_put(w);

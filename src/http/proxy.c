@@ -359,7 +359,7 @@ static void up_write(ten__upstream_t *up, ten_iobuf_t *buf, const char *data, si
     upstream_lost(up, rc);
     return;
   }
-  up->write_pending += len;
+  if (rc == 0) up->write_pending += len; /* else written at once */
 }
 
 bool ten__proxy_backpressure(const ten__conn_t *c) {

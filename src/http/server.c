@@ -349,20 +349,29 @@ static void conn_finish(ten__conn_t *c) {
 
 /* ------------------------------------------------------------ writing */
 
-static void on_client_write(void *owner, int status, size_t len) {
-  ten__conn_t *c = owner;
+/* len bytes of the queued ones reached the socket: true when that took the
+ * connection below the low-water mark, so reading may resume. */
+static bool client_wrote(ten__conn_t *c, size_t len) {
   bool was_high = c->write_pending >= TEN_HTTP_LOW_WATER;
   c->write_pending -= len;
+  return was_high && c->write_pending < TEN_HTTP_LOW_WATER;
+}
+
+static void client_drained(ten__conn_t *c) {
+  if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_client_drained(c);
+  ten__conn_update_reading(c);
+}
+
+static void on_client_write(void *owner, int status, size_t len) {
+  ten__conn_t *c = owner;
+  bool drained = client_wrote(c, len);
   c->writes--;
   if (status < 0) {
     if (!c->closing) ten__conn_abort(c);
     return;
   }
   if (c->closing) return;
-  if (was_high && c->write_pending < TEN_HTTP_LOW_WATER) {
-    if (c->mode == TEN_MODE_PROXY || c->mode == TEN_MODE_TUNNEL) ten__proxy_client_drained(c);
-    ten__conn_update_reading(c);
-  }
+  if (drained) client_drained(c);
 }
 
 static void unmark_dirty(ten__conn_t *c) {
@@ -375,22 +384,31 @@ static void unmark_dirty(ten__conn_t *c) {
   c->dirty = false;
 }
 
-/* Hands what this connection gathered to libuv: one writev. */
+/* Hands what this connection gathered to the socket: one writev. */
 static void flush_out(ten__conn_t *c) {
   unmark_dirty(c);
   if (!c->out.count) return;
-  unsigned n = c->out.count;
-  if (ten__wbatch_flush(&c->out, (uv_stream_t *)&c->tcp, on_client_write, c) < 0) {
+  size_t bytes = c->out.bytes;
+  int rc = ten__wbatch_flush(&c->out, (uv_stream_t *)&c->tcp, on_client_write, c);
+  if (rc < 0) {
     ten__conn_abort(c);
     return;
   }
-  c->writes += n ? 1 : 0;
+  if (rc == 0) c->writes++;
+  else if (client_wrote(c, bytes)) c->drained = true;
 }
 
 /* After every loop turn's I/O callbacks: each dirty connection writes once. */
 static void on_flush(uv_check_t *h) {
   ten_http_server_t *s = h->data;
-  while (s->dirty) flush_out(s->dirty);
+  while (s->dirty) {
+    ten__conn_t *c = s->dirty;
+    flush_out(c);
+    if (c->drained) {
+      c->drained = false;
+      if (!c->closing) client_drained(c);
+    }
+  }
   uv_check_stop(&s->flusher);
 }
 
