@@ -442,7 +442,11 @@ ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t heade
   const char *token = header + sizeof scheme - 1;
   size_t token_len = header_len - (sizeof scheme - 1);
   while (token_len && *token == ' ') token++, token_len--;
-  if (token_len == 0 || token_len > 200) {
+  if (token_len == 0) {
+    cb(ctx, TEN_AUTH_MISSING, NULL, 0); /* "Bearer " and nothing: no attempt made */
+    return NULL;
+  }
+  if (token_len > 200) {
     record_failure(a, client_ip);
     cb(ctx, TEN_AUTH_INVALID, NULL, 0);
     return NULL;

@@ -63,21 +63,27 @@ void ten_line_splitter_init(ten_line_splitter_t *s, size_t max_line) {
   s->cut = false;
 }
 
-static void emit(const char *line, size_t len, ten_line_fn fn, void *ctx) {
-  if (len && line[len - 1] == '\r') len--;
-  fn(ctx, line, len);
+/* A piece of a line longer than max_line. It never ends in '\r': that byte
+ * may be half of a CRLF, so it starts the next piece instead. Returns how
+ * many bytes the piece took. */
+static size_t emit_cut(ten_line_splitter_t *s, const char *p, size_t n, ten_line_fn fn,
+                       void *ctx) {
+  if (n > 1 && p[n - 1] == '\r') n--;
+  fn(ctx, p, n);
+  s->cut = true;
+  return n;
 }
 
-/* A line that was cut at max_line and whose newline comes right after the
- * cut must not produce an extra empty line. */
+/* The end of a line: CRLF counts as a newline. A line that was cut at
+ * max_line and whose newline comes right after the cut must not produce an
+ * extra empty line. */
 static void end_line(ten_line_splitter_t *s, const char *line, size_t len, ten_line_fn fn,
                      void *ctx) {
-  if (len == 0 && s->cut) {
-    s->cut = false;
-    return;
-  }
+  if (len && line[len - 1] == '\r') len--;
+  bool after_cut = s->cut;
   s->cut = false;
-  emit(line, len, fn, ctx);
+  if (len == 0 && after_cut) return;
+  fn(ctx, line, len);
 }
 
 void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len, ten_line_fn fn,
@@ -88,11 +94,10 @@ void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len
     if (s->partial.len == 0) {
       /* The common case: whole lines straight from the read buffer. */
       while (take >= s->max_line) {
-        emit(data, s->max_line, fn, ctx);
-        s->cut = true;
-        data += s->max_line;
-        len -= s->max_line;
-        take -= s->max_line;
+        size_t used = emit_cut(s, data, s->max_line, fn, ctx);
+        data += used;
+        len -= used;
+        take -= used;
       }
       if (nl) {
         end_line(s, data, take, fn, ctx);
@@ -100,18 +105,17 @@ void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len
         len -= take + 1;
         continue;
       }
-      if (take) s->cut = false;
       ten_buf_append(&s->partial, data, take);
       return;
     }
-    size_t room = s->max_line - s->partial.len;
+    size_t room = s->max_line - s->partial.len; /* at least 1 */
     if (take >= room) {
       ten_buf_append(&s->partial, data, room);
-      emit(s->partial.data, s->partial.len, fn, ctx);
-      s->cut = true;
+      size_t used = emit_cut(s, s->partial.data, s->partial.len, fn, ctx);
+      size_t kept = s->partial.len - used; /* a '\r' that came from data */
       ten_buf_reset(&s->partial);
-      data += room;
-      len -= room;
+      data += room - kept;
+      len -= room - kept;
       continue;
     }
     ten_buf_append(&s->partial, data, take);
@@ -124,7 +128,7 @@ void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len
 }
 
 void ten_line_splitter_flush(ten_line_splitter_t *s, ten_line_fn fn, void *ctx) {
-  if (s->partial.len) emit(s->partial.data, s->partial.len, fn, ctx);
+  if (s->partial.len) end_line(s, s->partial.data, s->partial.len, fn, ctx);
   ten_buf_reset(&s->partial);
   s->cut = false;
 }

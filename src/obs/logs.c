@@ -80,6 +80,7 @@ struct ten_logs {
 static ring_t *ring_of(ten_logs_t *logs, const char *service, const char *id) {
   char key[256];
   int n = snprintf(key, sizeof key, "%s:%s", service, id);
+  if (n < 0 || (size_t)n >= sizeof key) n = (int)sizeof key - 1; /* config limits names far below */
   ring_t *r = ten_map_get(&logs->rings, key, (size_t)n);
   if (r) return r;
   r = ten_xcalloc(1, sizeof *r);
@@ -124,6 +125,7 @@ int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int
                       size_t max, ten_logs_sub_fn fn, void *ctx) {
   char key[256];
   int n = snprintf(key, sizeof key, "%s:%s", service, id);
+  if (n < 0 || (size_t)n >= sizeof key) return 0; /* no instance has such names */
   ring_t *r = ten_map_get(&logs->rings, key, (size_t)n);
   if (!r || !r->count) return 0;
   /* The newest `max` lines after after_id, delivered oldest first. */

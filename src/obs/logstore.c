@@ -270,10 +270,17 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
   sqlite3_bind_int64(st, 8, q->before_id);
   sqlite3_bind_int64(st, 9, q->after_id);
   int limit = q->limit > 0 ? q->limit : 100;
-  sqlite3_bind_int(st, 10, limit);
+  /* One row more than asked says whether there is a next page. */
+  sqlite3_bind_int(st, 10, limit + 1);
   int n = 0, step;
   int64_t last_id = 0;
+  bool more = false;
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    if (n == limit) {
+      more = true;
+      step = SQLITE_DONE;
+      break;
+    }
     ten_db_log_row_t row = {
         sqlite3_column_int64(st, 0),
         sqlite3_column_int64(st, 1),
@@ -292,7 +299,7 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
     rc = ten_errf(err, UV_EINVAL, "%s%s", strstr(msg, "fts5") ? "bad search: " : "log query: ", msg);
     goto done;
   }
-  if (next_cursor) *next_cursor = newest_first && n == limit ? last_id : 0;
+  if (next_cursor) *next_cursor = newest_first && more ? last_id : 0;
   if (indexed_through) {
     sqlite3_stmt *ix;
     *indexed_through = 0;

@@ -47,7 +47,7 @@ static void labels(ten_buf_t *out, const ten_label_t *l, size_t n, const char *l
 static void number(ten_buf_t *out, double v) {
   if (isnan(v)) ten_buf_puts(out, "NaN");
   else if (isinf(v)) ten_buf_puts(out, v > 0 ? "+Inf" : "-Inf");
-  else if (v == (double)(long long)v && fabs(v) < 1e15) ten_buf_printf(out, "%lld", (long long)v);
+  else if (fabs(v) < 1e15 && v == (double)(long long)v) ten_buf_printf(out, "%lld", (long long)v);
   else ten_buf_printf(out, "%.17g", v);
 }
 
