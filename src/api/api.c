@@ -373,6 +373,8 @@ static void process_metrics(ten_buf_t *out) {
 void ten_api_metrics(ten_api_t *api, ten_buf_t *out) {
   ten_http_metrics(api->http, out);
   ten_hv_metrics(api->hv, out);
+  ten_db_stats_t ds = {0};
+  if (api->db) ten_db_stats(api->db, &ds);
   if (api->logs) {
     ten_logs_stats_t ls;
     ten_logs_stats(api->logs, &ls);
@@ -380,12 +382,17 @@ void ten_api_metrics(ten_api_t *api, ten_buf_t *out) {
                       "Lines captured from instances' stdout and stderr.");
     ten_metric_sample(out, "tenement_log_lines_total", NULL, 0, (double)ls.lines);
     ten_metric_family(out, "tenement_log_lines_dropped_total", "counter",
-                      "Lines not stored because the database writer was too far behind.");
-    ten_metric_sample(out, "tenement_log_lines_dropped_total", NULL, 0, (double)ls.dropped);
+                      "Captured lines lost because the database failed to store them.");
+    ten_metric_sample(out, "tenement_log_lines_dropped_total", NULL, 0, (double)ds.lines_failed);
+    ten_metric_family(out, "tenement_log_read_pauses_total", "counter",
+                      "Times reading instances' output paused for the database writer.");
+    ten_metric_sample(out, "tenement_log_read_pauses_total", NULL, 0, (double)ls.pauses);
+    ten_metric_family(out, "tenement_log_read_paused_seconds_total", "counter",
+                      "Time reading instances' output was paused for the database writer.");
+    ten_metric_sample(out, "tenement_log_read_paused_seconds_total", NULL, 0,
+                      (double)ls.paused_ms / 1000.0);
   }
   if (api->db) {
-    ten_db_stats_t ds;
-    ten_db_stats(api->db, &ds);
     ten_metric_family(out, "tenement_log_lines_stored_total", "counter",
                       "Lines committed to tenement.db.");
     ten_metric_sample(out, "tenement_log_lines_stored_total", NULL, 0, (double)ds.lines_stored);

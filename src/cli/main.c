@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "obs/db.h"
+
 static const char usage_text[] =
     "usage: ten <command> [options]\n"
     "\n"
@@ -167,6 +169,7 @@ static int expect_args(const ten_cli_opts_t *o, int min, int max, const char *fo
 }
 
 int main(int argc, char **argv) {
+  ten_db_global_init();
   ten_cli_opts_t o;
   int rc = parse(argc, argv, &o);
   if (rc) return rc;

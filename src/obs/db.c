@@ -14,6 +14,9 @@
 #define ROTATE_EVERY_MS 60000
 #define ROTATE_CHUNK    20000
 #define INDEX_CHUNK     50000
+/* The most log lines one transaction stores: a backlog is committed in
+ * steps, so lines become visible (and memory is freed) as it drains. */
+#define TXN_MAX_LINES   50000
 
 typedef enum op_kind {
   OP_CONFIG_SET,
@@ -29,6 +32,7 @@ typedef struct op {
   char *value; /* config value */
   int64_t ts;
   ten_db_log_batch_t *batch;
+  size_t lines, bytes; /* of the batch */
 } op_t;
 
 struct ten_db {
@@ -41,8 +45,8 @@ struct ten_db {
   uv_cond_t committed; /* a batch finished (ten_db_sync waits on it) */
   op_t *head, *tail;
   uint64_t queued, done; /* op counters, for sync */
-  size_t pending_lines;
-  size_t pending_bytes;
+  size_t pending_lines; /* queued, not yet taken by the writer */
+  size_t pending_bytes; /* queued or being written: freed at commit */
   bool urgent; /* something other than log lines waits: commit now */
   bool stop;
   ten_db_options_t opts;
@@ -50,6 +54,8 @@ struct ten_db {
   /* Shared with the loop thread without the lock. */
   _Atomic int64_t next_log_id;
   _Atomic uint64_t lines_stored;
+  _Atomic uint64_t lines_failed;
+  _Atomic size_t bytes_pending;
   _Atomic uint64_t lines_pending;
   _Atomic int64_t indexed_through;
   _Atomic uint64_t commits;
@@ -132,7 +138,7 @@ static void apply_event(sqlite3 *conn, op_t *op, sqlite3_stmt **ins) {
 /* One transaction for everything queued. The full-text index is brought
  * along in the same transaction while the writer keeps up; if lines are
  * piling up, rows go first and indexing waits for a quieter moment. */
-static void apply_batch(ten_db_t *db, op_t *batch, size_t backlog_lines) {
+static void apply_batch(ten_db_t *db, op_t *batch, size_t lines, size_t backlog_lines) {
   sqlite3 *conn = db->writer;
   sqlite3_stmt *set = NULL, *del = NULL, *event = NULL;
   uint64_t stored = 0;
@@ -151,8 +157,11 @@ static void apply_batch(ten_db_t *db, op_t *batch, size_t backlog_lines) {
     sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
     /* A rolled-back index step leaves the index where the table says. */
     db->logs.indexed_through = atomic_load(&db->indexed_through);
+    db->logs.row_count -= (int64_t)stored;
+    atomic_fetch_add(&db->lines_failed, lines);
   } else {
     atomic_fetch_add(&db->lines_stored, stored);
+    atomic_fetch_add(&db->lines_failed, lines - stored);
     atomic_store(&db->indexed_through, db->logs.indexed_through);
     atomic_fetch_add(&db->commits, 1);
   }
@@ -178,7 +187,11 @@ static bool idle_work(ten_db_t *db, ten_db_options_t opts) {
   sqlite3_exec(db->writer, "BEGIN", NULL, NULL, NULL);
   int64_t deleted =
       ten__logstore_rotate(&db->logs, opts.log_retention_days, opts.log_max_rows, ROTATE_CHUNK);
-  sqlite3_exec(db->writer, "COMMIT", NULL, NULL, NULL);
+  if (sqlite3_exec(db->writer, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_exec(db->writer, "ROLLBACK", NULL, NULL, NULL);
+    db->logs.row_count += deleted;
+    deleted = 0;
+  }
   atomic_fetch_add(&db->rows_rotated, (uint64_t)deleted);
   /* More to delete: come back soon, between other work, not all at once. */
   if (deleted < ROTATE_CHUNK) db->logs.last_rotation_ms = now;
@@ -209,18 +222,26 @@ static void writer_main(void *arg) {
       }
       continue;
     }
-    op_t *batch = db->head;
-    uint64_t count = 0;
-    for (op_t *op = batch; op; op = op->next) count++;
-    size_t lines = db->pending_lines;
-    db->head = db->tail = NULL;
-    db->pending_lines = 0;
-    db->pending_bytes = 0;
-    db->urgent = false;
-    oldest_ms = 0;
+    /* Everything queued, up to TXN_MAX_LINES log lines (at least one op). */
+    op_t *batch = db->head, *last = batch;
+    uint64_t count = 1;
+    size_t lines = batch->lines, bytes = batch->bytes;
+    while (last->next && lines + last->next->lines <= TXN_MAX_LINES) {
+      last = last->next;
+      lines += last->lines;
+      bytes += last->bytes;
+      count++;
+    }
+    size_t backlog = db->pending_lines;
+    db->head = last->next;
+    if (!db->head) db->tail = NULL;
+    last->next = NULL;
+    db->pending_lines -= lines;
+    if (!db->head) db->urgent = false;
+    oldest_ms = db->head ? ten_now_ms() : 0;
     uv_mutex_unlock(&db->lock);
 
-    apply_batch(db, batch, lines);
+    apply_batch(db, batch, lines, backlog);
     atomic_fetch_sub(&db->lines_pending, lines);
     while (batch) {
       op_t *next = batch->next;
@@ -229,6 +250,8 @@ static void writer_main(void *arg) {
     }
 
     uv_mutex_lock(&db->lock);
+    db->pending_bytes -= bytes;
+    atomic_store(&db->bytes_pending, db->pending_bytes);
     db->done += count;
     uv_cond_broadcast(&db->committed);
   }
@@ -237,17 +260,24 @@ static void writer_main(void *arg) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+void ten_db_global_init(void) {
+  /* Memory statistics take a global mutex on every allocation SQLite makes;
+   * nothing here reads them. Must precede any other SQLite call. */
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, ten_err_t *err) {
   *out = NULL;
   ten_db_t *db = ten_xcalloc(1, sizeof *db);
   db->path = ten_xstrdup(path);
   if (opts) db->opts = *opts;
-  if (!db->opts.max_pending_bytes) db->opts.max_pending_bytes = 256u << 20;
+  if (!db->opts.max_pending_bytes) db->opts.max_pending_bytes = TEN_DB_MAX_PENDING_BYTES;
   int rc = open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db->writer, err);
   if (rc) goto fail;
   char *msg = NULL;
   if (sqlite3_exec(db->writer, pragmas_sql, NULL, NULL, &msg) != SQLITE_OK ||
       sqlite3_exec(db->writer, config_schema_sql, NULL, NULL, &msg) != SQLITE_OK ||
+      ten__logstore_migrate(db->writer) != 0 ||
       sqlite3_exec(db->writer, ten__log_schema_sql, NULL, NULL, &msg) != SQLITE_OK) {
     rc = ten_errf(err, UV_EIO, "cannot set up %s: %s", path, msg ? msg : "?");
     sqlite3_free(msg);
@@ -305,6 +335,8 @@ void ten_db_close(ten_db_t *db) {
 }
 
 static void enqueue(ten_db_t *db, op_t *op, size_t lines, size_t bytes) {
+  op->lines = lines;
+  op->bytes = bytes;
   uv_mutex_lock(&db->lock);
   if (db->tail) db->tail->next = op;
   else db->head = op;
@@ -312,6 +344,7 @@ static void enqueue(ten_db_t *db, op_t *op, size_t lines, size_t bytes) {
   db->queued++;
   db->pending_lines += lines;
   db->pending_bytes += bytes;
+  atomic_store(&db->bytes_pending, db->pending_bytes);
   if (op->kind != OP_LOGS) db->urgent = true;
   if (db->urgent || db->pending_lines >= TEN_DB_BATCH_LINES || db->head == op)
     uv_cond_signal(&db->wake);
@@ -434,26 +467,22 @@ void ten_db_log_batch_free(ten_db_log_batch_t *b) {
 bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b) {
   size_t bytes = b->arena.len;
   size_t lines = b->lines;
-  uv_mutex_lock(&db->lock);
-  bool full = db->pending_bytes + bytes > db->opts.max_pending_bytes;
-  uv_mutex_unlock(&db->lock);
-  /* The ids were taken: moving the counter keeps them unique either way. */
   atomic_store(&db->next_log_id, b->last_id + 1);
-  if (full) {
-    ten_buf_free(&b->arena);
-    free(b);
-    return false;
-  }
   op_t *op = ten_xcalloc(1, sizeof *op);
   op->kind = OP_LOGS;
   op->batch = b;
   atomic_fetch_add(&db->lines_pending, lines);
   enqueue(db, op, lines, bytes);
-  return true;
+  return atomic_load(&db->bytes_pending) <= db->opts.max_pending_bytes;
+}
+
+bool ten_db_log_has_room(ten_db_t *db) {
+  return atomic_load(&db->bytes_pending) <= db->opts.max_pending_bytes / 2;
 }
 
 void ten_db_stats(ten_db_t *db, ten_db_stats_t *out) {
   out->lines_stored = atomic_load(&db->lines_stored);
+  out->lines_failed = atomic_load(&db->lines_failed);
   out->lines_pending = atomic_load(&db->lines_pending);
   out->indexed_through = atomic_load(&db->indexed_through);
   out->commits = atomic_load(&db->commits);

@@ -3,7 +3,7 @@
  * The loop thread never touches the disk: writes are queued to one writer
  * thread, which owns the write connection and commits what is queued in one
  * transaction (log lines every 250 ms or every TEN_DB_BATCH_LINES lines,
- * anything else at once). Reads use their own connections: at start-up
+ * anything else at once; a backlog in steps of at most 50,000 lines). Reads use their own connections: at start-up
  * before the loop runs, and later on the threadpool (WAL lets readers run
  * beside the writer). ten_db_close flushes the queue and joins.
  *
@@ -12,7 +12,8 @@
  *   sources(id, service, instance)          who wrote a log line
  *   log_lines(id, ts, level, source, stream, message) + index (source, id)
  *   logs                                    a view with service and instance
- *   logs_fts                                FTS5 over log_lines.message
+ *   logs_fts                                FTS5 over log_lines.message, with each
+ *                                           line's source as a token (src column)
  *   events(id, ts, service, instance, kind, detail)
  *
  * The full-text index follows the rows: lines are indexed in the same
@@ -29,16 +30,21 @@
 
 #define TEN_DB_BATCH_LINES 20000
 #define TEN_DB_BATCH_MS    250
+#define TEN_DB_MAX_PENDING_BYTES (64u << 20)
 
 typedef struct ten_db ten_db_t;
 
 typedef struct ten_db_options {
   double log_retention_days; /* rows older are deleted; 0 = keep */
   int64_t log_max_rows;      /* the oldest rows beyond are deleted; 0 = no cap */
-  size_t max_pending_bytes;  /* log bytes queued for the writer before new ones are dropped */
+  size_t max_pending_bytes;  /* log bytes queued for the writer before the
+                                producers should pause (0: TEN_DB_MAX_PENDING_BYTES) */
   double rotate_interval;    /* seconds between rotation passes (0: 60) */
 } ten_db_options_t;
 
+/* Process-wide SQLite settings: call first thing in main, before anything
+ * else touches SQLite. */
+void ten_db_global_init(void);
 int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, ten_err_t *err);
 /* Flushes pending writes, stops the writer thread, closes. NULL is fine. */
 void ten_db_close(ten_db_t *db);
@@ -77,13 +83,16 @@ void ten_db_log_batch_add(ten_db_log_batch_t *b, int64_t id, int64_t ts_ms, int 
                           const char *message, size_t len);
 size_t ten_db_log_batch_lines(const ten_db_log_batch_t *b);
 void ten_db_log_batch_free(ten_db_log_batch_t *b);
-/* Takes the batch. false (and the batch freed) if the writer is so far
- * behind that max_pending_bytes would be exceeded: the lines are dropped. */
+/* Takes the batch (always: nothing is dropped here). false when the queue
+ * is now over max_pending_bytes: the producer should stop reading until
+ * ten_db_log_has_room says the writer caught up (below half of it). */
 bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b);
+bool ten_db_log_has_room(ten_db_t *db);
 
 /* Counters for /metrics. */
 typedef struct ten_db_stats {
   uint64_t lines_stored;
+  uint64_t lines_failed;   /* handed over and lost: a failed insert or commit */
   uint64_t lines_pending;  /* handed over, not yet committed */
   int64_t indexed_through; /* the highest id in the full-text index */
   uint64_t commits;

@@ -24,18 +24,27 @@ struct ten_db_log_batch {
   int64_t first_id, last_id;
 };
 
+/* Rows per multi-row INSERT: the statement's fixed costs (cursors, VDBE
+ * set-up) are paid once per group instead of once per line. */
+#define TEN_LOGSTORE_INSERT_ROWS 32
+
 /* The writer's prepared statements and caches (writer thread only). */
 typedef struct ten__logstore {
   sqlite3 *conn;
-  sqlite3_stmt *insert_line, *insert_source, *find_source;
+  sqlite3_stmt *insert_line, *insert_many, *insert_source, *find_source;
   sqlite3_stmt *index_range, *set_indexed;
   ten_map_t sources; /* "service\n instance" -> source id (as pointer-sized int) */
   int64_t indexed_through;
   int64_t max_id;
+  int64_t row_count; /* rows in log_lines: ids have gaps, so the cap counts rows */
   uint64_t last_rotation_ms;
 } ten__logstore_t;
 
 extern const char ten__log_schema_sql[];
+
+/* Brings an older file's log tables to the current layout (before the
+ * schema SQL runs). 0 or UV_EIO. */
+int ten__logstore_migrate(sqlite3 *conn);
 
 int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err);
 void ten__logstore_close(ten__logstore_t *ls);

@@ -12,6 +12,8 @@
 
 #define HANDOFF_LINES 4096   /* hand a batch to the writer at least this often */
 #define CLOSE_GRACE_MS 2000  /* pipes still open this long after close are cut */
+#define RESUME_POLL_MS 10    /* while paused: how often to ask the writer */
+#define PAUSE_WARN_MS  60000 /* at most one warning about pausing per minute */
 #define READ_BUFFER (64 * 1024)
 
 typedef struct ring_entry {
@@ -67,6 +69,9 @@ struct ten_logs {
   int64_t next_id;
   uv_check_t handoff; /* end of each loop turn: the batch goes to the writer */
   uv_timer_t close_timer;
+  uv_timer_t resume_timer; /* while paused: polls the writer for room */
+  bool paused;             /* the writer is behind: pipes are not read */
+  uint64_t paused_since, last_pause_warning;
   ten_logs_stats_t stats;
   bool closing;
   int open_handles;
@@ -149,14 +154,41 @@ static bool sub_wants(const ten_logs_sub_t *s, const ten_log_line_t *line) {
   return true;
 }
 
+static void set_reading(ten_logs_t *logs, bool on);
+
+/* When the writer is behind, stop reading the instances' pipes: the apps
+ * block on a full pipe instead of their lines being lost, until the writer
+ * has caught up. While ten is closing, everything is read regardless. */
+static void on_resume_poll(uv_timer_t *t) {
+  ten_logs_t *logs = t->data;
+  if (!logs->paused) return;
+  if (!logs->closing && !ten_db_log_has_room(logs->db)) return;
+  logs->paused = false;
+  uv_timer_stop(&logs->resume_timer);
+  logs->stats.paused_ms += ten_now_ms() - logs->paused_since;
+  set_reading(logs, true);
+}
+
+static void pause_reading(ten_logs_t *logs) {
+  if (logs->paused || logs->closing) return;
+  logs->paused = true;
+  logs->stats.pauses++;
+  logs->paused_since = ten_now_ms();
+  if (logs->paused_since - logs->last_pause_warning >= PAUSE_WARN_MS || !logs->last_pause_warning) {
+    logs->last_pause_warning = logs->paused_since;
+    ten_log(TEN_LOG_WARN,
+            "logs: the database writer is behind; reading instances' output is paused until it "
+            "catches up (apps writing logs will block)");
+  }
+  set_reading(logs, false);
+  uv_timer_start(&logs->resume_timer, on_resume_poll, RESUME_POLL_MS, RESUME_POLL_MS);
+}
+
 static void handoff(ten_logs_t *logs) {
   if (!logs->batch || !ten_db_log_batch_lines(logs->batch)) return;
-  size_t n = ten_db_log_batch_lines(logs->batch);
-  if (!ten_db_log_submit(logs->db, logs->batch)) {
-    logs->stats.dropped += n;
-    ten_log(TEN_LOG_WARN, "logs: the database writer is behind: dropped %zu lines", n);
-  }
+  bool room = ten_db_log_submit(logs->db, logs->batch);
   logs->batch = NULL;
+  if (!room) pause_reading(logs);
 }
 
 static void on_handoff(uv_check_t *h) {
@@ -247,9 +279,20 @@ static int open_stream(ten_logs_t *logs, capture_t *c, capture_stream_t *cs, int
   cs->pipe.data = cs;
   cs->open = true;
   c->open_handles++;
-  uv_read_start((uv_stream_t *)&cs->pipe, on_alloc, on_read);
+  if (!logs->paused) uv_read_start((uv_stream_t *)&cs->pipe, on_alloc, on_read);
   *write_fd = fds[1];
   return 0;
+}
+
+static void set_reading(ten_logs_t *logs, bool on) {
+  for (capture_t *c = logs->captures; c; c = c->next) {
+    capture_stream_t *streams[] = {&c->out, &c->err};
+    for (int i = 0; i < 2; i++) {
+      if (!streams[i]->open) continue;
+      if (on) uv_read_start((uv_stream_t *)&streams[i]->pipe, on_alloc, on_read);
+      else uv_read_stop((uv_stream_t *)&streams[i]->pipe);
+    }
+  }
 }
 
 int ten_logs_capture(ten_logs_t *logs, const char *service, const char *id, int *out_fd,
@@ -321,8 +364,9 @@ ten_logs_t *ten_logs_new(uv_loop_t *loop, ten_db_t *db, const ten_logs_options_t
   logs->next_id = db ? ten_db_next_log_id(db) : 1;
   uv_check_init(loop, &logs->handoff);
   uv_timer_init(loop, &logs->close_timer);
-  logs->handoff.data = logs->close_timer.data = logs;
-  logs->open_handles = 2;
+  uv_timer_init(loop, &logs->resume_timer);
+  logs->handoff.data = logs->close_timer.data = logs->resume_timer.data = logs;
+  logs->open_handles = 3;
   return logs;
 }
 
@@ -346,6 +390,7 @@ static void maybe_done(ten_logs_t *logs) {
     handoff(logs); /* the last lines */
     uv_close((uv_handle_t *)&logs->handoff, on_handle_closed);
     uv_close((uv_handle_t *)&logs->close_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&logs->resume_timer, on_handle_closed);
     return;
   }
   if (logs->open_handles == 0 && logs->done) {
@@ -369,6 +414,7 @@ void ten_logs_close(ten_logs_t *logs, void (*done)(void *ctx), void *ctx) {
   logs->closing = true;
   logs->done = done;
   logs->done_ctx = ctx;
+  on_resume_poll(&logs->resume_timer); /* read what is left, writer or not */
   if (logs->captures) uv_timer_start(&logs->close_timer, on_close_timeout, CLOSE_GRACE_MS, 0);
   maybe_done(logs);
 }

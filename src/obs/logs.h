@@ -5,8 +5,9 @@
  * subscribers (SSE, `ten logs -f`), and the database writer (tenement.db).
  * Lines carry the id they will have in the database, so a subscriber that
  * reconnects can resume where it was. Loop thread only; the pipeline never
- * touches the disk itself. A line the writer cannot take (it is too far
- * behind) is counted in `dropped`, never silently lost.
+ * touches the disk itself. When the writer falls behind, the pipes are not
+ * read until it catches up: the apps block on their writes, and no line is
+ * lost.
  */
 #ifndef TEN_OBS_LOGS_H
 #define TEN_OBS_LOGS_H
@@ -61,7 +62,8 @@ int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int
 
 typedef struct ten_logs_stats {
   uint64_t lines;   /* captured */
-  uint64_t dropped; /* refused by a writer too far behind */
+  uint64_t pauses;    /* times reading stopped for the writer to catch up */
+  uint64_t paused_ms; /* total time spent so (finished pauses) */
   uint64_t bytes;
   unsigned captures; /* open pipe pairs */
 } ten_logs_stats_t;

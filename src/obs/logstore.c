@@ -27,8 +27,13 @@ const char ten__log_schema_sql[] =
     "    s.service, s.instance,"
     "    CASE l.stream WHEN 2 THEN 'stderr' ELSE 'stdout' END AS stream, l.message"
     "  FROM log_lines l JOIN sources s ON s.id = l.source;"
+    /* The index holds each line's source as a token ('s17') in a column of
+     * its own, so a search within one instance intersects doclists instead
+     * of walking every match of every instance. */
+    "CREATE VIEW IF NOT EXISTS log_fts_content AS"
+    "  SELECT id, message, 's' || source AS src FROM log_lines;"
     "CREATE VIRTUAL TABLE IF NOT EXISTS logs_fts USING fts5("
-    "  message, content='log_lines', content_rowid='id');"
+    "  message, src, content='log_fts_content', content_rowid='id');"
     /* How far the index reaches: rows above are stored but not indexed yet. */
     "CREATE TABLE IF NOT EXISTS log_index(id INTEGER PRIMARY KEY CHECK (id = 1),"
     "  indexed_through INTEGER NOT NULL);"
@@ -36,12 +41,14 @@ const char ten__log_schema_sql[] =
     /* Deleting or changing a row keeps the index in sync, for rows it holds. */
     "CREATE TRIGGER IF NOT EXISTS log_lines_ad AFTER DELETE ON log_lines"
     "  WHEN old.id <= (SELECT indexed_through FROM log_index WHERE id = 1) BEGIN"
-    "  INSERT INTO logs_fts(logs_fts, rowid, message) VALUES('delete', old.id, old.message);"
+    "  INSERT INTO logs_fts(logs_fts, rowid, message, src)"
+    "    VALUES('delete', old.id, old.message, 's' || old.source);"
     "END;"
     "CREATE TRIGGER IF NOT EXISTS log_lines_au AFTER UPDATE OF message ON log_lines"
     "  WHEN old.id <= (SELECT indexed_through FROM log_index WHERE id = 1) BEGIN"
-    "  INSERT INTO logs_fts(logs_fts, rowid, message) VALUES('delete', old.id, old.message);"
-    "  INSERT INTO logs_fts(rowid, message) VALUES(new.id, new.message);"
+    "  INSERT INTO logs_fts(logs_fts, rowid, message, src)"
+    "    VALUES('delete', old.id, old.message, 's' || old.source);"
+    "  INSERT INTO logs_fts(rowid, message, src) VALUES(new.id, new.message, 's' || new.source);"
     "END;"
     "CREATE TABLE IF NOT EXISTS events("
     "  id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, service TEXT NOT NULL,"
@@ -58,6 +65,28 @@ int64_t ten__logstore_max_id(sqlite3 *conn) {
   return max;
 }
 
+int ten__logstore_migrate(sqlite3 *conn) {
+  /* Files from before the index had its src column: drop the index (the
+   * rows stay) and let the writer build it again from the start. */
+  sqlite3_stmt *st;
+  bool old_index = false;
+  if (sqlite3_prepare_v2(conn,
+                         "SELECT 1 FROM sqlite_schema WHERE name = 'logs_fts' AND "
+                         "sql NOT LIKE '%src%'",
+                         -1, &st, NULL) == SQLITE_OK) {
+    old_index = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+  }
+  if (!old_index) return 0;
+  ten_log(TEN_LOG_INFO, "db: rebuilding the log search index in the background (new layout)");
+  return sqlite3_exec(conn,
+                      "DROP TRIGGER IF EXISTS log_lines_ad; DROP TRIGGER IF EXISTS log_lines_au;"
+                      "DROP TABLE logs_fts; UPDATE log_index SET indexed_through = 0;",
+                      NULL, NULL, NULL) == SQLITE_OK
+             ? 0
+             : UV_EIO;
+}
+
 static int prepare(ten__logstore_t *ls, const char *sql, sqlite3_stmt **st, ten_err_t *err) {
   if (sqlite3_prepare_v3(ls->conn, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
     return ten_errf(err, UV_EIO, "preparing log statements: %s", sqlite3_errmsg(ls->conn));
@@ -68,6 +97,13 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
   memset(ls, 0, sizeof *ls);
   ls->conn = conn;
   int rc;
+  ten_buf_t many = TEN_BUF_INIT;
+  ten_buf_puts(&many, "INSERT INTO log_lines(id, ts, level, source, stream, message) VALUES");
+  for (int i = 0; i < TEN_LOGSTORE_INSERT_ROWS; i++)
+    ten_buf_puts(&many, i ? ",(?,?,?,?,?,?)" : "(?,?,?,?,?,?)");
+  rc = prepare(ls, many.data, &ls->insert_many, err);
+  ten_buf_free(&many);
+  if (rc) return rc;
   if ((rc = prepare(ls,
                     "INSERT INTO log_lines(id, ts, level, source, stream, message) "
                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
@@ -77,8 +113,8 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
       (rc = prepare(ls, "SELECT id FROM sources WHERE service = ?1 AND instance = ?2",
                     &ls->find_source, err)) ||
       (rc = prepare(ls,
-                    "INSERT INTO logs_fts(rowid, message) "
-                    "SELECT id, message FROM log_lines WHERE id > ?1 AND id <= ?2",
+                    "INSERT INTO logs_fts(rowid, message, src) "
+                    "SELECT id, message, 's' || source FROM log_lines WHERE id > ?1 AND id <= ?2",
                     &ls->index_range, err)) ||
       (rc = prepare(ls, "UPDATE log_index SET indexed_through = ?1 WHERE id = 1",
                     &ls->set_indexed, err)))
@@ -90,6 +126,10 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
     sqlite3_finalize(st);
   }
   ls->max_id = ten__logstore_max_id(conn);
+  if (sqlite3_prepare_v2(conn, "SELECT COUNT(*) FROM log_lines", -1, &st, NULL) == SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) ls->row_count = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
   /* Fewer, larger merges: bursts of small segments cost less this way. */
   sqlite3_exec(conn, "INSERT INTO logs_fts(logs_fts, rank) VALUES('automerge', 8)", NULL, NULL,
                NULL);
@@ -98,6 +138,7 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
 
 void ten__logstore_close(ten__logstore_t *ls) {
   sqlite3_finalize(ls->insert_line);
+  sqlite3_finalize(ls->insert_many);
   sqlite3_finalize(ls->insert_source);
   sqlite3_finalize(ls->find_source);
   sqlite3_finalize(ls->index_range);
@@ -128,33 +169,61 @@ static int64_t source_id(ten__logstore_t *ls, const char *service, size_t slen,
   return id;
 }
 
+/* One record of a batch, located in its arena. */
+typedef struct rec_view {
+  ten__log_rec_t rec;
+  int64_t source;
+  const char *message;
+} rec_view_t;
+
+static void bind_rec(sqlite3_stmt *st, int first, const rec_view_t *r) {
+  sqlite3_bind_int64(st, first, r->rec.id);
+  sqlite3_bind_int64(st, first + 1, r->rec.ts);
+  sqlite3_bind_int(st, first + 2, r->rec.level);
+  sqlite3_bind_int64(st, first + 3, r->source);
+  sqlite3_bind_int(st, first + 4, r->rec.stream);
+  sqlite3_bind_text(st, first + 5, r->message, (int)r->rec.message_len, SQLITE_STATIC);
+}
+
+/* Rows one at a time: the remainder of a batch, and the fallback when a
+ * multi-row statement fails (so one bad row costs only itself). */
+static size_t insert_each(ten__logstore_t *ls, const rec_view_t *recs, size_t n) {
+  size_t stored = 0;
+  for (size_t i = 0; i < n; i++) {
+    bind_rec(ls->insert_line, 1, &recs[i]);
+    if (sqlite3_step(ls->insert_line) == SQLITE_DONE) stored++;
+    else
+      ten_log(TEN_LOG_ERROR, "db: storing log line %lld: %s", (long long)recs[i].rec.id,
+              sqlite3_errmsg(ls->conn));
+    sqlite3_reset(ls->insert_line);
+  }
+  return stored;
+}
+
 size_t ten__logstore_insert(ten__logstore_t *ls, const ten_db_log_batch_t *b) {
   size_t stored = 0;
   const char *p = b->arena.data, *end = p + b->arena.len;
-  sqlite3_stmt *st = ls->insert_line;
+  rec_view_t recs[TEN_LOGSTORE_INSERT_ROWS];
+  size_t n = 0;
   while (p < end) {
-    ten__log_rec_t rec;
-    memcpy(&rec, p, sizeof rec);
-    const char *service = p + sizeof rec;
-    const char *instance = service + rec.service_len;
-    const char *message = instance + rec.instance_len;
-    p = message + rec.message_len;
-    int64_t src = source_id(ls, service, rec.service_len, instance, rec.instance_len);
-    sqlite3_bind_int64(st, 1, rec.id);
-    sqlite3_bind_int64(st, 2, rec.ts);
-    sqlite3_bind_int(st, 3, rec.level);
-    sqlite3_bind_int64(st, 4, src);
-    sqlite3_bind_int(st, 5, rec.stream);
-    sqlite3_bind_text(st, 6, message, (int)rec.message_len, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_DONE) {
-      stored++;
-      if (rec.id > ls->max_id) ls->max_id = rec.id;
-    } else {
-      ten_log(TEN_LOG_ERROR, "db: storing log line %lld: %s", (long long)rec.id,
-              sqlite3_errmsg(ls->conn));
-    }
-    sqlite3_reset(st);
+    rec_view_t *r = &recs[n];
+    memcpy(&r->rec, p, sizeof r->rec);
+    const char *service = p + sizeof r->rec;
+    const char *instance = service + r->rec.service_len;
+    r->message = instance + r->rec.instance_len;
+    p = r->message + r->rec.message_len;
+    r->source = source_id(ls, service, r->rec.service_len, instance, r->rec.instance_len);
+    if (r->rec.id > ls->max_id) ls->max_id = r->rec.id;
+    if (++n < TEN_LOGSTORE_INSERT_ROWS) continue;
+    /* A full group: one statement, which costs far less per row. */
+    for (size_t i = 0; i < n; i++) bind_rec(ls->insert_many, (int)(i * 6 + 1), &recs[i]);
+    int rc = sqlite3_step(ls->insert_many);
+    sqlite3_reset(ls->insert_many);
+    stored += rc == SQLITE_DONE ? n : insert_each(ls, recs, n);
+    n = 0;
   }
+  stored += insert_each(ls, recs, n);
+  ls->row_count += (int64_t)stored;
   return stored;
 }
 
@@ -194,26 +263,49 @@ int64_t ten__logstore_rotate(ten__logstore_t *ls, double retention_days, int64_t
     if (sqlite3_exec(ls->conn, sql, NULL, NULL, NULL) == SQLITE_OK)
       deleted += sqlite3_changes(ls->conn);
   }
-  if (max_rows > 0 && deleted < chunk) {
-    /* ids are dense, so the cap is an id bound: no COUNT(*) over the table. */
-    int64_t min_id = 0;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(ls->conn, "SELECT MIN(id) FROM log_lines", -1, &st, NULL) == SQLITE_OK) {
-      if (sqlite3_step(st) == SQLITE_ROW) min_id = sqlite3_column_int64(st, 0);
-      sqlite3_finalize(st);
-    }
-    int64_t keep_from = ls->max_id - max_rows + 1;
-    if (min_id && min_id < keep_from) {
-      int64_t upto = TEN_MIN(keep_from - 1, min_id + chunk - deleted - 1);
-      snprintf(sql, sizeof sql, "DELETE FROM log_lines WHERE id <= %lld", (long long)upto);
-      if (sqlite3_exec(ls->conn, sql, NULL, NULL, NULL) == SQLITE_OK)
-        deleted += sqlite3_changes(ls->conn);
-    }
+  if (max_rows > 0 && deleted < chunk && ls->row_count - deleted > max_rows) {
+    /* Ids have gaps (a failed batch used its ids up), so the cap is a
+     * count: the oldest rows beyond it go, a chunk at a time. */
+    int64_t excess = TEN_MIN(ls->row_count - deleted - max_rows, chunk - deleted);
+    snprintf(sql, sizeof sql,
+             "DELETE FROM log_lines WHERE id <= "
+             "(SELECT id FROM log_lines ORDER BY id LIMIT 1 OFFSET %lld)",
+             (long long)(excess - 1));
+    if (sqlite3_exec(ls->conn, sql, NULL, NULL, NULL) == SQLITE_OK)
+      deleted += sqlite3_changes(ls->conn);
   }
+  ls->row_count -= deleted;
   return deleted;
 }
 
 /* ------------------------------------------------------------ queries */
+
+/* Appends " AND src : (s1 OR s2 ...)" for the sources the query is limited
+ * to. Returns how many there are (0: none, nothing appended); with very
+ * many, appends nothing and leaves the narrowing to SQL alone. */
+static int match_sources(sqlite3 *conn, const ten_db_log_query_t *q, ten_buf_t *match) {
+  enum { MATCH_SOURCES_MAX = 64 };
+  char sql[160] = "SELECT id FROM sources WHERE 1";
+  if (q->service) strcat(sql, " AND service = ?1");
+  if (q->instance) strcat(sql, " AND instance = ?2");
+  if (q->tenant) strcat(sql, " AND instance = ?3");
+  strcat(sql, " LIMIT 65");
+  sqlite3_stmt *st;
+  if (sqlite3_prepare_v2(conn, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+  if (q->service) sqlite3_bind_text(st, 1, q->service, -1, SQLITE_STATIC);
+  if (q->instance) sqlite3_bind_text(st, 2, q->instance, -1, SQLITE_STATIC);
+  if (q->tenant) sqlite3_bind_text(st, 3, q->tenant, -1, SQLITE_STATIC);
+  int64_t ids[MATCH_SOURCES_MAX + 1];
+  int count = 0;
+  while (count <= MATCH_SOURCES_MAX && sqlite3_step(st) == SQLITE_ROW)
+    ids[count++] = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  if (count == 0 || count > MATCH_SOURCES_MAX) return count;
+  ten_buf_puts(match, " AND src : (");
+  for (int i = 0; i < count; i++) ten_buf_printf(match, "%ss%lld", i ? " OR " : "", (long long)ids[i]);
+  ten_buf_putc(match, ')');
+  return count;
+}
 
 int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
                       void (*fn)(void *ctx, const ten_db_log_row_t *row), void *ctx,
@@ -227,7 +319,20 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
   }
   sqlite3_busy_timeout(conn, 5000);
   ten_buf_t sql = TEN_BUF_INIT;
+  ten_buf_t match = TEN_BUF_INIT;
+  sqlite3_stmt *st = NULL;
   bool newest_first = q->after_id <= 0;
+  int rc = 0;
+  int n = 0;
+  int64_t last_id = 0;
+  bool more = false;
+  if (q->search && *q->search) {
+    /* Narrowed to some sources: say so in the match too (see the schema). */
+    ten_buf_printf(&match, "message : (%s)", q->search);
+    if ((q->service || q->instance || q->tenant) &&
+        match_sources(conn, q, &match) == 0) /* no such source: nothing to find */
+      goto empty;
+  }
   /* With a search, the index drives (newest match first); otherwise the
    * rows, through the (source, id) index when a source is named. */
   if (q->search && *q->search)
@@ -254,13 +359,11 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
   const char *order_col = q->search && *q->search ? "f.rowid" : "l.id";
   ten_buf_printf(&sql, " ORDER BY %s %s LIMIT ?10", order_col, newest_first ? "DESC" : "ASC");
 
-  sqlite3_stmt *st = NULL;
-  int rc = 0;
   if (sqlite3_prepare_v2(conn, sql.data, -1, &st, NULL) != SQLITE_OK) {
     rc = ten_errf(err, UV_EIO, "log query: %s", sqlite3_errmsg(conn));
     goto done;
   }
-  if (q->search && *q->search) sqlite3_bind_text(st, 1, q->search, -1, SQLITE_STATIC);
+  if (q->search && *q->search) sqlite3_bind_text(st, 1, match.data, (int)match.len, SQLITE_STATIC);
   if (q->service) sqlite3_bind_text(st, 2, q->service, -1, SQLITE_STATIC);
   if (q->instance) sqlite3_bind_text(st, 3, q->instance, -1, SQLITE_STATIC);
   if (q->tenant) sqlite3_bind_text(st, 4, q->tenant, -1, SQLITE_STATIC);
@@ -272,9 +375,7 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
   int limit = q->limit > 0 ? q->limit : 100;
   /* One row more than asked says whether there is a next page. */
   sqlite3_bind_int(st, 10, limit + 1);
-  int n = 0, step;
-  int64_t last_id = 0;
-  bool more = false;
+  int step;
   while ((step = sqlite3_step(st)) == SQLITE_ROW) {
     if (n == limit) {
       more = true;
@@ -299,6 +400,7 @@ int ten_db_logs_query(const char *path, const ten_db_log_query_t *q,
     rc = ten_errf(err, UV_EINVAL, "%s%s", strstr(msg, "fts5") ? "bad search: " : "log query: ", msg);
     goto done;
   }
+empty:
   if (next_cursor) *next_cursor = newest_first && more ? last_id : 0;
   if (indexed_through) {
     sqlite3_stmt *ix;
@@ -313,5 +415,6 @@ done:
   sqlite3_finalize(st);
   sqlite3_close(conn);
   ten_buf_free(&sql);
+  ten_buf_free(&match);
   return rc;
 }
