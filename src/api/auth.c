@@ -45,24 +45,35 @@ struct ten_auth {
   char *db_path;
   ten_map_t cache;    /* sha256(token) (32 bytes) -> cached_t* */
   ten_map_t failures; /* client address -> failures_t* */
+  ten_map_t inflight; /* sha256(token) -> verify_t* being verified now */
   size_t token_count;
   uint64_t generation; /* bumped on every change: late verifications are not cached */
   unsigned pending;    /* threadpool work in flight */
   bool freeing;
 };
 
-struct ten_auth_check {
+/* One Argon2 verification on the threadpool. Requests that bring the same
+ * token while it runs wait on it instead of starting their own: a busy
+ * client whose cache entry expired costs one verification, not one per
+ * request in flight. */
+typedef struct verify {
   uv_work_t work;
   ten_auth_t *auth;
-  ten_auth_cb cb;
-  void *ctx;
-  bool cancelled;
   uint64_t generation;
   char *token;
-  char ip[48];
   unsigned char digest[32];
   bool valid;
   ten_auth_identity_t id;
+  ten_auth_check_t *waiters;
+} verify_t;
+
+/* One request waiting for a verification. */
+struct ten_auth_check {
+  ten_auth_cb cb;
+  void *ctx;
+  bool cancelled;
+  char ip[48];
+  ten_auth_check_t *next;
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -278,6 +289,7 @@ void ten_auth_free(ten_auth_t *a) {
   if (!a) return;
   clear_cache(a);
   clear_failures(a);
+  ten_map_free(&a->inflight); /* the verifications own themselves */
   if (a->pending) {
     /* Work still on the threadpool frees itself and then us. */
     a->freeing = true;
@@ -378,40 +390,48 @@ static void record_failure(ten_auth_t *a, const char *ip) {
 /* ---- checking ---- */
 
 static void verify_work(uv_work_t *w) {
-  ten_auth_check_t *c = ten_container_of(w, ten_auth_check_t, work);
+  verify_t *v = ten_container_of(w, verify_t, work);
   char id[9];
   const char *secret;
-  if (!split_token(c->token, id, &secret)) return;
+  if (!split_token(v->token, id, &secret)) return;
   row_lookup_t l = {.want_id = id};
   ten_err_t err;
-  if (ten_db_file_config_scan(c->auth->db_path, "token:", on_row, &l, &err) == 0 && l.found &&
+  if (ten_db_file_config_scan(v->auth->db_path, "token:", on_row, &l, &err) == 0 && l.found &&
       l.hash && argon2id_verify(l.hash, secret, strlen(secret)) == ARGON2_OK) {
-    c->valid = true;
-    c->id.admin = l.tenant == NULL;
-    snprintf(c->id.tenant, sizeof c->id.tenant, "%s", l.tenant ? l.tenant : "");
-    snprintf(c->id.name, sizeof c->id.name, "%s", l.name ? l.name : "");
+    v->valid = true;
+    v->id.admin = l.tenant == NULL;
+    snprintf(v->id.tenant, sizeof v->id.tenant, "%s", l.tenant ? l.tenant : "");
+    snprintf(v->id.name, sizeof v->id.name, "%s", l.name ? l.name : "");
   }
   lookup_free(&l);
 }
 
 static void verify_done(uv_work_t *w, int status) {
-  ten_auth_check_t *c = ten_container_of(w, ten_auth_check_t, work);
-  ten_auth_t *a = c->auth;
+  verify_t *v = ten_container_of(w, verify_t, work);
+  ten_auth_t *a = v->auth;
   if (!a->freeing) {
-    if (c->valid && c->generation == a->generation) {
+    if (ten_map_get(&a->inflight, (const char *)v->digest, sizeof v->digest) == v)
+      ten_map_del(&a->inflight, (const char *)v->digest, sizeof v->digest);
+    if (v->valid && v->generation == a->generation) {
       if (a->cache.count >= CACHE_MAX) clear_cache(a);
       cached_t *entry = ten_xcalloc(1, sizeof *entry);
       entry->expires_ms = ten_now_ms() + CACHE_TTL_MS;
-      entry->id = c->id;
-      free(ten_map_put(&a->cache, (const char *)c->digest, sizeof c->digest, entry));
+      entry->id = v->id;
+      free(ten_map_put(&a->cache, (const char *)v->digest, sizeof v->digest, entry));
     }
-    if (!c->valid) record_failure(a, c->ip);
-    if (!c->cancelled)
-      c->cb(c->ctx, c->valid ? TEN_AUTH_OK : TEN_AUTH_INVALID, c->valid ? &c->id : NULL, 0);
   }
-  explicit_bzero(c->token, strlen(c->token));
-  free(c->token);
-  free(c);
+  for (ten_auth_check_t *c = v->waiters, *next; c; c = next) {
+    next = c->next;
+    if (!a->freeing) {
+      if (!v->valid) record_failure(a, c->ip); /* each request was an attempt */
+      if (!c->cancelled)
+        c->cb(c->ctx, v->valid ? TEN_AUTH_OK : TEN_AUTH_INVALID, v->valid ? &v->id : NULL, 0);
+    }
+    free(c);
+  }
+  explicit_bzero(v->token, strlen(v->token));
+  free(v->token);
+  free(v);
   release_pending(a);
 }
 
@@ -459,21 +479,33 @@ ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t heade
     return NULL;
   }
   ten_auth_check_t *c = ten_xcalloc(1, sizeof *c);
-  c->auth = a;
   c->cb = cb;
   c->ctx = ctx;
-  c->generation = a->generation;
-  c->token = ten_xstrndup(token, token_len);
   snprintf(c->ip, sizeof c->ip, "%s", client_ip);
-  memcpy(c->digest, digest, sizeof digest);
+  verify_t *v = ten_map_get(&a->inflight, (const char *)digest, sizeof digest);
+  /* A verification started before a revocation may have read the old
+   * table: requests after it start their own. */
+  if (v && v->generation == a->generation) {
+    c->next = v->waiters;
+    v->waiters = c;
+    return c;
+  }
+  v = ten_xcalloc(1, sizeof *v);
+  v->auth = a;
+  v->generation = a->generation;
+  v->token = ten_xstrndup(token, token_len);
+  memcpy(v->digest, digest, sizeof digest);
+  v->waiters = c;
   a->pending++;
-  if (uv_queue_work(a->loop, &c->work, verify_work, verify_done) < 0) {
+  if (uv_queue_work(a->loop, &v->work, verify_work, verify_done) < 0) {
     a->pending--;
-    free(c->token);
+    free(v->token);
+    free(v);
     free(c);
     cb(ctx, TEN_AUTH_INVALID, NULL, 0);
     return NULL;
   }
+  ten_map_put(&a->inflight, (const char *)digest, sizeof digest, v);
   return c;
 }
 

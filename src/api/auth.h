@@ -3,9 +3,10 @@
  * A token is "ten_<id>_<secret>" (8 hex digits naming its row, 256 random
  * bits). Only an Argon2id hash of it is stored, in tenement.db's config
  * table ("token:<id>" -> {"name","hash","tenant","created"}). Verifying a
- * hash is deliberately slow, so it runs on the threadpool and a verified
- * token is cached (keyed by its SHA-256, for a minute); any change to the
- * tokens (`ten token-revoke`) empties the cache at once.
+ * hash is deliberately slow, so it runs on the threadpool; a verified
+ * token is cached (keyed by its SHA-256, for a minute), and requests that
+ * bring a token while it is being verified wait for that one verification.
+ * Any change to the tokens (`ten token-revoke`) empties the cache at once.
  *
  * A tenant token acts only on instances whose id is its tenant. Failed
  * attempts are counted per client address, so one attacker is slowed down
