@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const double ten_hist_bounds[TEN_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -48,7 +49,16 @@ static void number(ten_buf_t *out, double v) {
   if (isnan(v)) ten_buf_puts(out, "NaN");
   else if (isinf(v)) ten_buf_puts(out, v > 0 ? "+Inf" : "-Inf");
   else if (fabs(v) < 1e15 && v == (double)(long long)v) ten_buf_printf(out, "%lld", (long long)v);
-  else ten_buf_printf(out, "%.17g", v);
+  else {
+    /* The shortest form that reads back as the same double: 9.421, not
+     * 9.4209999999999994. */
+    char text[32];
+    for (int digits = 15; digits <= 17; digits++) {
+      snprintf(text, sizeof text, "%.*g", digits, v);
+      if (strtod(text, NULL) == v) break;
+    }
+    ten_buf_puts(out, text);
+  }
 }
 
 void ten_metric_sample(ten_buf_t *out, const char *name, const ten_label_t *l, size_t n,
