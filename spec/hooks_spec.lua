@@ -7,6 +7,13 @@ local CONFIG = [[
 settings {
   route = function(req)
     if req.headers["x-route"] then return req.headers["x-route"] end
+    if req.headers["X-Pick"] then
+      for name, value in pairs(req.headers) do
+        if name == "x-pick" then return "hello:" .. value end
+      end
+    end
+    if req.headers["x-keep"] then kept = req end
+    if req.headers["x-stale"] then return kept.path end
     if req.headers["x-route-bad"] then return 42 end
     if req.path == "/explode" then error("route exploded") end
     return nil
@@ -56,6 +63,20 @@ describe("hooks", function()
     assert.are.equal(200, resp.status)
     assert.are.equal("prod", ten.json(resp).id)
     assert.are.equal("b", ten.json(server:get("b.bad.localhost")).id)
+  end)
+
+  it("route: reads headers in any case and iterates them with pairs", function()
+    local resp = server:request { host = "anything.example", headers = { ["x-pick"] = "canary" } }
+    assert.are.equal(200, resp.status)
+    assert.are.equal("canary", ten.json(resp).id)
+  end)
+
+  it("route: a request kept past its call is an error, not a stale read", function()
+    assert.are.equal(200, server:request { host = "prod.hello.localhost", headers = { ["X-Keep"] = "1" } }.status)
+    local resp = server:request { host = "prod.hello.localhost", headers = { ["X-Stale"] = "1" } }
+    assert.are.equal(200, resp.status) -- the hook failed: Host routing
+    assert.are.equal("prod", ten.json(resp).id)
+    assert.matches("only available during the hook call", server:log())
   end)
 
   it("reports a failing hook with file:line and falls back to the default", function()

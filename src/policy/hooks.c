@@ -37,28 +37,118 @@ static void push_instance(lua_State *L, const ten_hook_instance_t *i) {
   lua_setfield(L, -2, "weight");
 }
 
-static void push_request(lua_State *L, const ten_hook_request_t *r) {
-  lua_createtable(L, 0, 6);
-  lua_pushstring(L, r->method);
-  lua_setfield(L, -2, "method");
-  lua_pushlstring(L, r->host, r->host_len);
-  lua_setfield(L, -2, "host");
-  lua_pushlstring(L, r->path, r->path_len);
-  lua_setfield(L, -2, "path");
-  lua_pushstring(L, r->client ? r->client : "");
-  lua_setfield(L, -2, "client");
-  lua_createtable(L, 0, (int)r->header_count);
-  for (size_t i = 0; i < r->header_count; i++) {
-    const ten_hook_header_t *h = &r->headers[i];
-    char name[128];
-    size_t n = TEN_MIN(h->name_len, sizeof name - 1);
-    for (size_t k = 0; k < n; k++)
-      name[k] = (char)(h->name[k] >= 'A' && h->name[k] <= 'Z' ? h->name[k] + 32 : h->name[k]);
-    name[n] = '\0';
-    lua_pushlstring(L, h->value, h->value_len);
-    lua_setfield(L, -2, name);
+/* The request a hook sees is a small userdata whose fields are read on
+ * access: a trivial route hook costs no tables and no copies of headers it
+ * never looks at. It points at the request only for the call's duration;
+ * a hook that keeps `req` and uses it later gets a clear error. */
+#define REQUEST_META "tenement.request"
+#define HEADERS_META "tenement.headers"
+
+typedef struct request_box {
+  const ten_hook_request_t *req; /* NULL once the call is over */
+} request_box_t;
+
+/* The request behind argument 1, a request or its headers. */
+static const ten_hook_request_t *box_request(lua_State *L, const char *meta) {
+  request_box_t *box = luaL_checkudata(L, 1, meta);
+  if (!strcmp(meta, HEADERS_META)) {
+    lua_getiuservalue(L, 1, 1);
+    box = lua_touserdata(L, -1);
+    lua_pop(L, 1);
   }
-  lua_setfield(L, -2, "headers");
+  if (!box || !box->req) luaL_error(L, "the request is only available during the hook call");
+  return box->req;
+}
+
+static bool header_is(const ten_hook_header_t *h, const char *name, size_t len) {
+  if (h->name_len != len) return false;
+  for (size_t i = 0; i < len; i++) {
+    char c = h->name[i];
+    if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+    char w = name[i];
+    if (w >= 'A' && w <= 'Z') w = (char)(w + 32);
+    if (c != w) return false;
+  }
+  return true;
+}
+
+static void push_lower(lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  char *p = luaL_buffinitsize(L, &b, len);
+  for (size_t i = 0; i < len; i++) p[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+  luaL_pushresultsize(&b, len);
+}
+
+/* req.headers["content-type"]: any case; the first of repeated headers. */
+static int headers_index(lua_State *L) {
+  const ten_hook_request_t *r = box_request(L, HEADERS_META);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  for (size_t i = 0; i < r->header_count; i++) {
+    if (!header_is(&r->headers[i], name, len)) continue;
+    lua_pushlstring(L, r->headers[i].value, r->headers[i].value_len);
+    return 1;
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+static int headers_next(lua_State *L) {
+  const ten_hook_request_t *r = box_request(L, HEADERS_META);
+  lua_Integer i = lua_tointeger(L, lua_upvalueindex(1));
+  if ((size_t)i >= r->header_count) return 0;
+  lua_pushinteger(L, i + 1);
+  lua_replace(L, lua_upvalueindex(1));
+  push_lower(L, r->headers[i].name, r->headers[i].name_len);
+  lua_pushlstring(L, r->headers[i].value, r->headers[i].value_len);
+  return 2;
+}
+
+/* for name, value in pairs(req.headers): lower-case names, in order. */
+static int headers_pairs(lua_State *L) {
+  box_request(L, HEADERS_META);
+  lua_pushinteger(L, 0);
+  lua_pushcclosure(L, headers_next, 1);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int request_index(lua_State *L) {
+  const ten_hook_request_t *r = box_request(L, REQUEST_META);
+  const char *key = luaL_checkstring(L, 2);
+  if (!strcmp(key, "method")) lua_pushstring(L, r->method);
+  else if (!strcmp(key, "host")) lua_pushlstring(L, r->host, r->host_len);
+  else if (!strcmp(key, "path")) lua_pushlstring(L, r->path, r->path_len);
+  else if (!strcmp(key, "client")) lua_pushstring(L, r->client ? r->client : "");
+  else if (!strcmp(key, "headers")) {
+    lua_newuserdatauv(L, 1, 1);
+    luaL_setmetatable(L, HEADERS_META);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+  } else {
+    lua_pushnil(L);
+  }
+  return 1;
+}
+
+/* Pushes a request for r; the caller clears it (box->req = NULL) after. */
+static request_box_t *push_request(lua_State *L, const ten_hook_request_t *r) {
+  request_box_t *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->req = r;
+  if (luaL_newmetatable(L, REQUEST_META)) {
+    lua_pushcfunction(L, request_index);
+    lua_setfield(L, -2, "__index");
+    if (luaL_newmetatable(L, HEADERS_META)) {
+      lua_pushcfunction(L, headers_index);
+      lua_setfield(L, -2, "__index");
+      lua_pushcfunction(L, headers_pairs);
+      lua_setfield(L, -2, "__pairs");
+    }
+    lua_pop(L, 1);
+  }
+  lua_setmetatable(L, -2);
+  return box;
 }
 
 /* Pushes the function of `ref`; false if there is none. */
@@ -116,20 +206,23 @@ int ten_hook_admit(ten_config_t *c, int ref, const char *id, const ten_hook_requ
                    bool *admit, ten_err_t *err) {
   if (!push_hook(c, ref)) return UV_ENOENT;
   lua_State *L = c->L;
-  int top = lua_gettop(L) - 1;
-  char loc[128];
-  where(L, -1, loc, sizeof loc);
+  int fn = lua_gettop(L); /* kept below the call: where() needs it on a bad result */
+  lua_pushvalue(L, fn);
   lua_pushstring(L, id);
-  push_request(L, req);
+  request_box_t *box = push_request(L, req);
   int rc = tenL_pcall(L, 2, 1, TEN_LUA_BUDGET_HOOK, err);
+  box->req = NULL;
   if (rc == 0) {
-    if (!lua_isboolean(L, -1))
+    if (!lua_isboolean(L, -1)) {
+      char loc[128];
+      where(L, fn, loc, sizeof loc);
       rc = ten_errf(err, UV_EINVAL, "%s: admit hook must return true or false, got %s", loc,
                     luaL_typename(L, -1));
-    else
+    } else {
       *admit = lua_toboolean(L, -1);
+    }
   }
-  lua_settop(L, top);
+  lua_settop(L, fn - 1);
   return rc;
 }
 
@@ -138,17 +231,19 @@ int ten_hook_route(ten_config_t *c, const ten_hook_request_t *req, char *key, si
   *routed = false;
   if (!push_hook(c, c->settings.route_ref)) return UV_ENOENT;
   lua_State *L = c->L;
-  int top = lua_gettop(L) - 1;
-  char loc[128];
-  where(L, -1, loc, sizeof loc);
-  push_request(L, req);
+  int fn = lua_gettop(L);
+  lua_pushvalue(L, fn);
+  request_box_t *box = push_request(L, req);
   int rc = tenL_pcall(L, 1, 1, TEN_LUA_BUDGET_HOOK, err);
+  box->req = NULL;
   if (rc == 0) {
     size_t len;
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (lua_isnil(L, -1)) {
       /* nil: route by Host */
     } else if (!s || !memchr(s, ':', len) || len >= key_len) {
+      char loc[128];
+      where(L, fn, loc, sizeof loc);
       rc = ten_errf(err, UV_EINVAL, "%s: route hook must return \"service:id\" or nil, got %s",
                     loc, s ? "a malformed string" : luaL_typename(L, -1));
     } else {
@@ -157,6 +252,6 @@ int ten_hook_route(ten_config_t *c, const ten_hook_request_t *req, char *key, si
       *routed = true;
     }
   }
-  lua_settop(L, top);
+  lua_settop(L, fn - 1);
   return rc;
 }

@@ -12,7 +12,9 @@
  *   route  = function(req) -> "service:id" or nil     (every request: costs time)
  *
  * inst: { service, id, state, idle_seconds, uptime, requests, memory_mb, weight }
- * req:  { method, host, path, client, headers = { ["lower-case-name"] = value } }
+ * req:  { method, host, path, client, headers } read on access and valid
+ *       only during the call; req.headers["Name"] in any case (the first
+ *       of repeated headers), pairs(req.headers) gives lower-case names.
  */
 #ifndef TEN_POLICY_HOOKS_H
 #define TEN_POLICY_HOOKS_H
