@@ -235,6 +235,30 @@ describe("logs", function()
     end))
   end)
 
+  it("rotates by age (log_retention_days) and keeps the index consistent", function()
+    -- 0.00003 days is about 2.6 s
+    local server = ten.start { config = [[
+      settings { log_retention_days = 0.00003, log_rotate_interval = 0.2 }
+      service "hello" { command = os.getenv("HELLO_BIN"), health = "/health" }
+      instances { hello = { "old" } }]] }
+    finally(function() server:cleanup() end)
+    assert.truthy(server:wait_state("hello:old", "ready"))
+    server:request { host = "old.hello.localhost", path = "/log?n=20" }
+    assert.truthy(wait_logs(server, "/api/logs?id=old&search=%22line%2020%22", function(lines)
+      return #lines == 1
+    end), "the lines were not stored")
+    -- they age out: gone from the table and from the search alike
+    assert.truthy(ten.wait_until(15000, function()
+      return #api(server, "/api/logs?id=old&search=hello").lines == 0
+        and #api(server, "/api/logs?id=old&limit=1000").lines == 0
+    end), "old lines were not rotated away")
+    -- new lines are kept
+    server:request { host = "old.hello.localhost", path = "/log?n=3" }
+    assert.truthy(wait_logs(server, "/api/logs?id=old&search=%22line%203%22", function(lines)
+      return #lines == 1
+    end))
+  end)
+
   it("rotates by row cap and keeps the index consistent", function()
     local server = ten.start { config = [[
       settings { log_max_rows = 100, log_rotate_interval = 0.2 }
