@@ -241,10 +241,14 @@ describe("auth", function()
     end)
 
     it("streams only its own lines and state changes", function()
+      local undo = ten.cleanups()
+      finally(function() undo:run() end)
       local denied, status = open_stream(server, "/api/logs/stream?service=hello&id=b", tenant_a)
+      undo:add(function() denied:close() end)
       local all = open_stream(server, "/api/logs/stream", tenant_a)
+      undo:add(function() all:close() end)
       local events = open_stream(server, "/api/events", tenant_a)
-      finally(function() denied:close(); all:close(); events:close() end)
+      undo:add(function() events:close() end)
       server:request { host = "b.hello.localhost", path = "/log?n=5&size=70" }
       server:request { host = "a.hello.localhost", path = "/log?n=1" }
       assert.are.equal(0, (server:ten("restart", "hello:b")))
@@ -259,7 +263,7 @@ describe("auth", function()
       assert.truthy(events_text:find('"id":"a"', 1, true), "its own state changes did not stream")
       -- and resuming from an old event id does not replay b's lines either
       local resumed = ten.connect(server.port)
-      finally(function() resumed:close() end)
+      undo:add(function() resumed:close() end)
       resumed:send(("GET /api/logs/stream HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n" ..
         "Last-Event-ID: 0\r\n\r\n"):format(tenant_a))
       repeat local h = resumed:receive("*l") until h == "" or h == nil

@@ -79,8 +79,10 @@ describe("config", function()
   end
 
   it("runs with no config file at all, on documented defaults", function()
+    local undo = ten.cleanups()
+    finally(function() undo:run() end)
     local dir = assert(tt.mkdtemp("ten-config-"))
-    finally(function() tt.rm_rf(dir) end)
+    undo:add(function() tt.rm_rf(dir) end)
     local code, out = ten.run({ "config" }, { TENEMENT_DATA_DIR = dir .. "/state" })
     assert.are.equal(0, code)
     local c = cjson.decode(out)
@@ -90,7 +92,7 @@ describe("config", function()
     assert.are.same({}, c.instances)
 
     local server = ten.start {}
-    finally(function() server:cleanup() end)
+    undo:add(function() server:cleanup() end)
     local resp = server:get("localhost", "/health")
     assert.are.equal(200, resp.status)
     assert.truthy(tt.stat(server.data_dir .. "/ten.sock"))

@@ -132,12 +132,14 @@ describe("logs", function()
     end)
 
     it("ten logs -f prints recent lines, then new ones as they come", function()
+      local undo = ten.cleanups()
+      finally(function() undo:run() end)
       local dir = assert(tt.mkdtemp("ten-follow-"))
-      finally(function() tt.rm_rf(dir) end)
+      undo:add(function() tt.rm_rf(dir) end)
       local pid = assert(tt.spawn { argv = { ten.bin, "logs", "hello:b", "-f", "--tail", "2",
         "--data-dir", server.data_dir }, stdout = dir .. "/out", stderr = dir .. "/err",
         env_inherit = true, env = {} })
-      finally(function() tt.kill(pid, "TERM"); tt.wait(pid, 5000) end)
+      undo:add(function() tt.kill(pid, "TERM"); tt.wait(pid, 5000) end)
       assert.truthy(ten.wait_until(5000, function()
         return (tt.read_file(dir .. "/out") or ""):find("hello log line 5", 1, true)
       end), "the tail of the ring was not shown")
@@ -209,21 +211,23 @@ describe("logs", function()
   end)
 
   it("keeps lines across a SIGTERM and a SIGKILL of ten", function()
+    local undo = ten.cleanups()
+    finally(function() undo:run() end)
     local server = ten.start { config = ten.hello_config { extra = 'instances { hello = { "k" } }' } }
-    finally(function() server:cleanup() end)
+    undo:add(function() server:cleanup() end)
     assert.truthy(server:wait_state("hello:k", "ready"))
     server:request { host = "k.hello.localhost", path = "/log?n=50" }
     assert.are.equal(0, select(2, server:stop("TERM")))
     local again = ten.start { config = ten.hello_config { extra = 'instances { hello = { "k" } }' },
       data_dir = server.data_dir }
-    finally(function() again:cleanup() end)
+    undo:add(function() again:cleanup() end)
     assert.truthy(again:wait_state("hello:k", "ready"))
     assert.are.equal(1, #api(again, "/api/logs?search=%22line%2050%22").lines)
     again:request { host = "k.hello.localhost", path = "/log?n=7&size=50" }
     tt.sleep(600) -- more than one batch period: the batch is committed
     again:stop("KILL")
     local third = ten.start { config = ten.hello_config {}, data_dir = server.data_dir }
-    finally(function() third:cleanup() end)
+    undo:add(function() third:cleanup() end)
     local lines = api(third, "/api/logs?id=k&limit=1000").lines
     local found = 0
     for _, l in ipairs(lines) do if l.message:find("^hello log line") then found = found + 1 end end

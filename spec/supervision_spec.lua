@@ -5,7 +5,11 @@ local tt = require "tentest"
 local function start(restart, extra_service)
   local server = ten.start { config = ten.hello_config { restart = restart,
     service = extra_service or "", extra = 'instances { hello = { "one" } }' } }
-  assert.truthy(server:wait_state("hello:one", "ready"))
+  if not server:wait_state("hello:one", "ready") then
+    local log = server:log()
+    server:cleanup()
+    error("hello:one did not become ready:\n" .. log, 2)
+  end
   return server
 end
 
@@ -46,8 +50,10 @@ describe("supervision", function()
   end)
 
   it("does not restart a clean exit with on-failure, but does with always", function()
+    local undo = ten.cleanups()
+    finally(function() undo:run() end)
     local server = start("on-failure")
-    finally(function() server:cleanup() end)
+    undo:add(function() server:cleanup() end)
     assert.are.equal(200, server:get("one.hello.localhost").status)
     server:request { host = "one.hello.localhost", path = "/exit?code=0" }
     local inst = server:wait_state("hello:one", "stopped")
@@ -55,7 +61,7 @@ describe("supervision", function()
     assert.matches("status 0", inst.last_exit)
 
     local always = start("always")
-    finally(function() always:cleanup() end)
+    undo:add(function() always:cleanup() end)
     local old = always:instance("hello:one").pid
     always:request { host = "one.hello.localhost", path = "/exit?code=0" }
     assert.truthy(ten.wait_until(15000, function()

@@ -82,6 +82,25 @@ function M.start(opts)
   return self
 end
 
+-- Busted keeps one `finally` per test (a second one replaces the first),
+-- so a test with several things to undo registers a list once:
+--   local undo = ten.cleanups(); finally(function() undo:run() end)
+--   undo:add(function() server:cleanup() end)
+-- run() undoes in reverse order, all of them, then raises the first error.
+local Cleanups = {}
+Cleanups.__index = Cleanups
+function Cleanups:add(fn) self[#self + 1] = fn end
+function Cleanups:run()
+  local first
+  for i = #self, 1, -1 do
+    local ok, err = pcall(self[i])
+    if not ok and not first then first = err end
+    self[i] = nil
+  end
+  if first then error(first, 0) end
+end
+function M.cleanups() return setmetatable({}, Cleanups) end
+
 -- Runs the `ten` CLI against this server's data dir.
 -- Returns exit code, stdout, stderr.
 function Server:ten(...)
