@@ -221,6 +221,10 @@ void ten__proxy_detach(ten__conn_t *c);
 void ten__proxy_client_drained(ten__conn_t *c);
 /* The upstream queue is above the high mark: true while the client must wait. */
 bool ten__proxy_backpressure(const ten__conn_t *c);
+/* Writes what the connection gathered now instead of at the end of the
+ * loop turn: for a caller that knows nothing more is coming this turn. */
+void ten__conn_flush(ten__conn_t *c);
+
 /* Tunnel: the client will send no more; half-close towards the upstream. */
 void ten__proxy_tunnel_client_eof(ten__conn_t *c);
 void ten__proxy_init(ten_http_server_t *s);

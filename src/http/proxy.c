@@ -1111,7 +1111,11 @@ static void on_up_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) 
   up->rpos = 0;
   up->rlen = (size_t)nread;
   if (!up->tunnel) arm_response_timeout(up); /* the instance is answering: restart the clock */
+  ten__conn_t *client = up->client;
   up_process(up);
+  /* Everything this read brought is queued (head and body together):
+   * send it now rather than after every other callback of the turn. */
+  if (client) ten__conn_flush(client);
 }
 
 static void up_update_reading(ten__upstream_t *up) {

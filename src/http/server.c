@@ -398,18 +398,23 @@ static void flush_out(ten__conn_t *c) {
   else if (client_wrote(c, bytes)) c->drained = true;
 }
 
+static void flush_now(ten__conn_t *c) {
+  flush_out(c);
+  if (c->drained) {
+    c->drained = false;
+    if (!c->closing) client_drained(c);
+  }
+}
+
 /* After every loop turn's I/O callbacks: each dirty connection writes once. */
 static void on_flush(uv_check_t *h) {
   ten_http_server_t *s = h->data;
-  while (s->dirty) {
-    ten__conn_t *c = s->dirty;
-    flush_out(c);
-    if (c->drained) {
-      c->drained = false;
-      if (!c->closing) client_drained(c);
-    }
-  }
+  while (s->dirty) flush_now(s->dirty);
   uv_check_stop(&s->flusher);
+}
+
+void ten__conn_flush(ten__conn_t *c) {
+  if (c->dirty && !c->closing) flush_now(c);
 }
 
 void ten__conn_write(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {
