@@ -38,25 +38,6 @@ static uint64_t event_seq;
 
 /* ------------------------------------------------------------ formatting */
 
-static void line_json(ten_buf_t *out, int64_t id, int64_t ts, int level, int stream,
-                      const char *service, const char *instance, const char *message, size_t len) {
-  char when[32];
-  ten_format_rfc3339(ts, when, sizeof when);
-  ten_jw_t w;
-  ten_jw_init(&w, out);
-  ten_jw_obj(&w);
-  ten_jw_kint(&w, "id", id);
-  ten_jw_kstr(&w, "ts", when);
-  ten_jw_kint(&w, "ts_ms", ts);
-  ten_jw_kstr(&w, "level", ten_level_name(level));
-  ten_jw_kstr(&w, "service", service);
-  ten_jw_kstr(&w, "instance", instance);
-  ten_jw_kstr(&w, "stream", ten_stream_name(stream));
-  ten_jw_key(&w, "message");
-  ten_jw_strn(&w, message, len);
-  ten_jw_obj_end(&w);
-}
-
 /* "id: N\nevent: log\ndata: {...}\n\n" */
 static void sse_event(ten_buf_t *out, int64_t id, const char *event, const char *data, size_t len) {
   ten_buf_printf(out, "id: %lld\nevent: %s\ndata: ", (long long)id, event);
@@ -138,8 +119,7 @@ static ten__stream_t *stream_open(ten__call_t *call, stream_kind_t kind) {
 static void send_line(ten__stream_t *st, const ten_log_line_t *line) {
   if (line->id <= st->last_sent) return; /* already sent while catching up */
   ten_buf_t json = TEN_BUF_INIT, ev = TEN_BUF_INIT;
-  line_json(&json, line->id, line->ts_ms, line->level, line->stream, line->service,
-            line->instance, line->message, line->len);
+  ten_log_line_json(&json, line);
   sse_event(&ev, line->id, "log", json.data, json.len);
   if (stream_send(st, ev.data, ev.len)) st->last_sent = line->id;
   ten_buf_free(&json);
@@ -158,8 +138,7 @@ static void on_live_line(void *ctx, const ten_log_line_t *line) {
   }
   /* Held as id, then the event text, until the catch-up is done. */
   ten_buf_t json = TEN_BUF_INIT;
-  line_json(&json, line->id, line->ts_ms, line->level, line->stream, line->service,
-            line->instance, line->message, line->len);
+  ten_log_line_json(&json, line);
   ten_buf_printf(&st->waiting, "%lld %zu\n", (long long)line->id, json.len);
   ten_buf_append(&st->waiting, json.data, json.len);
   ten_buf_free(&json);
@@ -207,8 +186,8 @@ static void replay_detach(struct replay *r) { r->stream = NULL; }
 static void replay_row(void *ctx, const ten_db_log_row_t *row) {
   replay_t *r = ctx;
   ten_buf_t json = TEN_BUF_INIT;
-  line_json(&json, row->id, row->ts, row->level, row->stream, row->service, row->instance,
-            row->message, strlen(row->message));
+  ten_log_line_t line = ten_log_line_from_row(row);
+  ten_log_line_json(&json, &line);
   sse_event(&r->events, row->id, "log", json.data, json.len);
   ten_buf_free(&json);
   r->last_id = row->id;
@@ -324,8 +303,8 @@ typedef struct query {
 static void query_row(void *ctx, const ten_db_log_row_t *row) {
   query_t *q = ctx;
   ten_buf_t json = TEN_BUF_INIT;
-  line_json(&json, row->id, row->ts, row->level, row->stream, row->service, row->instance,
-            row->message, strlen(row->message));
+  ten_log_line_t line = ten_log_line_from_row(row);
+  ten_log_line_json(&json, &line);
   ten_jw_raw(&q->w, json.data, json.len);
   ten_buf_free(&json);
 }

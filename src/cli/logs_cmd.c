@@ -14,25 +14,6 @@ typedef struct logs_cmd {
   uv_loop_t *loop;
 } logs_cmd_t;
 
-static void line_json(ten_buf_t *out, int64_t id, int64_t ts, int level, int stream,
-                      const char *service, const char *instance, const char *message, size_t len) {
-  ten_jw_t w;
-  ten_jw_init(&w, out);
-  ten_jw_obj(&w);
-  ten_jw_key(&w, "line");
-  ten_jw_obj(&w);
-  ten_jw_kint(&w, "id", id);
-  ten_jw_kint(&w, "ts_ms", ts);
-  ten_jw_kstr(&w, "level", ten_level_name(level));
-  ten_jw_kstr(&w, "service", service);
-  ten_jw_kstr(&w, "instance", instance);
-  ten_jw_kstr(&w, "stream", ten_stream_name(stream));
-  ten_jw_key(&w, "message");
-  ten_jw_strn(&w, message, len);
-  ten_jw_obj_end(&w);
-  ten_jw_obj_end(&w);
-}
-
 /* ---- follow ---- */
 
 typedef struct follow {
@@ -45,7 +26,9 @@ static void follow_line(void *ctx, const ten_log_line_t *l) {
   follow_t *f = ctx;
   if (l->level < f->min_level) return;
   ten_buf_t out = TEN_BUF_INIT;
-  line_json(&out, l->id, l->ts_ms, l->level, l->stream, l->service, l->instance, l->message, l->len);
+  ten_buf_puts(&out, "{\"line\":");
+  ten_log_line_json(&out, l);
+  ten_buf_putc(&out, '}');
   ten_ctl_send_line(f->req, out.data, out.len);
   ten_buf_free(&out);
 }
@@ -74,12 +57,8 @@ typedef struct query {
 static void query_row(void *ctx, const ten_db_log_row_t *r) {
   query_t *q = ctx;
   if (q->count++) ten_buf_putc(&q->lines, ',');
-  ten_buf_t one = TEN_BUF_INIT;
-  line_json(&one, r->id, r->ts, r->level, r->stream, r->service, r->instance, r->message,
-            strlen(r->message));
-  /* Without the {"line": ...} wrapper: the final reply is an array. */
-  ten_buf_append(&q->lines, one.data + 8, one.len - 9);
-  ten_buf_free(&one);
+  ten_log_line_t line = ten_log_line_from_row(r);
+  ten_log_line_json(&q->lines, &line);
 }
 
 static void query_work(uv_work_t *w) {

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/json.h"
 #include "util/log.h"
 #include "util/map.h"
 #include "util/time.h"
@@ -146,6 +147,24 @@ int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int
 }
 
 /* ------------------------------------------------------------ lines */
+
+void ten_log_line_json(ten_buf_t *out, const ten_log_line_t *line) {
+  char when[32];
+  ten_format_rfc3339(line->ts_ms, when, sizeof when);
+  ten_jw_t w;
+  ten_jw_init(&w, out);
+  ten_jw_obj(&w);
+  ten_jw_kint(&w, "id", line->id);
+  ten_jw_kstr(&w, "ts", when);
+  ten_jw_kint(&w, "ts_ms", line->ts_ms);
+  ten_jw_kstr(&w, "level", ten_level_name(line->level));
+  ten_jw_kstr(&w, "service", line->service);
+  ten_jw_kstr(&w, "instance", line->instance);
+  ten_jw_kstr(&w, "stream", ten_stream_name(line->stream));
+  ten_jw_key(&w, "message");
+  ten_jw_strn(&w, line->message, line->len);
+  ten_jw_obj_end(&w);
+}
 
 static bool sub_wants(const ten_logs_sub_t *s, const ten_log_line_t *line) {
   if (s->service && strcmp(s->service, line->service) != 0) return false;

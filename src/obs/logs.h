@@ -12,6 +12,7 @@
 #ifndef TEN_OBS_LOGS_H
 #define TEN_OBS_LOGS_H
 
+#include <string.h>
 #include <uv.h>
 
 #include "obs/db.h"
@@ -35,6 +36,16 @@ typedef struct ten_log_line {
   const char *message;
   size_t len;
 } ten_log_line_t;
+
+/* A stored row seen as a line. */
+static inline ten_log_line_t ten_log_line_from_row(const ten_db_log_row_t *r) {
+  return (ten_log_line_t){r->id,       r->ts,       r->level,  r->stream,
+                          r->service,  r->instance, r->message, strlen(r->message)};
+}
+
+/* Appends the line as the JSON object every API and CLI answer uses:
+ * {"id","ts" (RFC 3339),"ts_ms","level","service","instance","stream","message"}. */
+void ten_log_line_json(ten_buf_t *out, const ten_log_line_t *line);
 
 /* db may be NULL (lines then go only to the ring and subscribers). */
 ten_logs_t *ten_logs_new(uv_loop_t *loop, ten_db_t *db, const ten_logs_options_t *opts);
