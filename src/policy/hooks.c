@@ -7,14 +7,16 @@
 
 #include "policy/lua.h"
 
-/* Where a hook function is defined, for messages about what it returned. */
-static void where(lua_State *L, int fn_index, char *out, size_t len) {
+/* A hook returned the wrong thing: the message names where the function
+ * at stack index fn is defined (looked up only now, not on every call). */
+static int bad_result(lua_State *L, int fn, const char *hook, const char *expected,
+                      const char *got, ten_err_t *err) {
+  char loc[128] = "hook";
   lua_Debug ar;
-  lua_pushvalue(L, fn_index);
+  lua_pushvalue(L, fn);
   if (lua_getinfo(L, ">S", &ar) && ar.linedefined > 0)
-    snprintf(out, len, "%s:%d", ar.short_src, ar.linedefined);
-  else
-    snprintf(out, len, "hook");
+    snprintf(loc, sizeof loc, "%s:%d", ar.short_src, ar.linedefined);
+  return ten_errf(err, UV_EINVAL, "%s: %s hook must return %s, got %s", loc, hook, expected, got);
 }
 
 static void push_instance(lua_State *L, const ten_hook_instance_t *i) {
@@ -151,76 +153,67 @@ static request_box_t *push_request(lua_State *L, const ten_hook_request_t *r) {
   return box;
 }
 
-/* Pushes the function of `ref`; false if there is none. */
-static bool push_hook(ten_config_t *c, int ref) {
-  if (!c->L || ref == LUA_NOREF || ref == LUA_REFNIL) return false;
+/* Pushes the function of `ref` twice: one copy to call, one kept below it
+ * for bad_result. Returns the kept copy's index, or 0 if there is no hook. */
+static int begin_hook(ten_config_t *c, int ref) {
+  if (!c->L || ref == LUA_NOREF || ref == LUA_REFNIL) return 0;
   lua_rawgeti(c->L, LUA_REGISTRYINDEX, ref);
   if (lua_type(c->L, -1) != LUA_TFUNCTION) {
     lua_pop(c->L, 1);
-    return false;
+    return 0;
   }
-  return true;
+  lua_pushvalue(c->L, -1);
+  return lua_gettop(c->L) - 1;
 }
 
 int ten_hook_weight(ten_config_t *c, int ref, const ten_hook_instance_t *inst, int *weight,
                     ten_err_t *err) {
-  if (!push_hook(c, ref)) return UV_ENOENT;
+  int fn = begin_hook(c, ref);
+  if (!fn) return UV_ENOENT;
   lua_State *L = c->L;
-  int top = lua_gettop(L) - 1;
-  char loc[128];
-  where(L, -1, loc, sizeof loc);
   push_instance(L, inst);
   int rc = tenL_pcall(L, 1, 1, TEN_LUA_BUDGET_HOOK, err);
   if (rc == 0) {
     if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 100)
-      rc = ten_errf(err, UV_EINVAL, "%s: weight hook must return an integer from 0 to 100, got %s",
-                    loc, luaL_typename(L, -1));
+      rc = bad_result(L, fn, "weight", "an integer from 0 to 100", luaL_typename(L, -1), err);
     else
       *weight = (int)lua_tointeger(L, -1);
   }
-  lua_settop(L, top);
+  lua_settop(L, fn - 1);
   return rc;
 }
 
 int ten_hook_idle(ten_config_t *c, int ref, const ten_hook_instance_t *inst, bool *idle,
                   ten_err_t *err) {
-  if (!push_hook(c, ref)) return UV_ENOENT;
+  int fn = begin_hook(c, ref);
+  if (!fn) return UV_ENOENT;
   lua_State *L = c->L;
-  int top = lua_gettop(L) - 1;
-  char loc[128];
-  where(L, -1, loc, sizeof loc);
   push_instance(L, inst);
   int rc = tenL_pcall(L, 1, 1, TEN_LUA_BUDGET_HOOK, err);
   if (rc == 0) {
     if (!lua_isboolean(L, -1))
-      rc = ten_errf(err, UV_EINVAL, "%s: idle hook must return true or false, got %s", loc,
-                    luaL_typename(L, -1));
+      rc = bad_result(L, fn, "idle", "true or false", luaL_typename(L, -1), err);
     else
       *idle = lua_toboolean(L, -1);
   }
-  lua_settop(L, top);
+  lua_settop(L, fn - 1);
   return rc;
 }
 
 int ten_hook_admit(ten_config_t *c, int ref, const char *id, const ten_hook_request_t *req,
                    bool *admit, ten_err_t *err) {
-  if (!push_hook(c, ref)) return UV_ENOENT;
+  int fn = begin_hook(c, ref);
+  if (!fn) return UV_ENOENT;
   lua_State *L = c->L;
-  int fn = lua_gettop(L); /* kept below the call: where() needs it on a bad result */
-  lua_pushvalue(L, fn);
   lua_pushstring(L, id);
   request_box_t *box = push_request(L, req);
   int rc = tenL_pcall(L, 2, 1, TEN_LUA_BUDGET_HOOK, err);
   box->req = NULL;
   if (rc == 0) {
-    if (!lua_isboolean(L, -1)) {
-      char loc[128];
-      where(L, fn, loc, sizeof loc);
-      rc = ten_errf(err, UV_EINVAL, "%s: admit hook must return true or false, got %s", loc,
-                    luaL_typename(L, -1));
-    } else {
+    if (!lua_isboolean(L, -1))
+      rc = bad_result(L, fn, "admit", "true or false", luaL_typename(L, -1), err);
+    else
       *admit = lua_toboolean(L, -1);
-    }
   }
   lua_settop(L, fn - 1);
   return rc;
@@ -229,23 +222,18 @@ int ten_hook_admit(ten_config_t *c, int ref, const char *id, const ten_hook_requ
 int ten_hook_route(ten_config_t *c, const ten_hook_request_t *req, char *key, size_t key_len,
                    bool *routed, ten_err_t *err) {
   *routed = false;
-  if (!push_hook(c, c->settings.route_ref)) return UV_ENOENT;
+  int fn = begin_hook(c, c->settings.route_ref);
+  if (!fn) return UV_ENOENT;
   lua_State *L = c->L;
-  int fn = lua_gettop(L);
-  lua_pushvalue(L, fn);
   request_box_t *box = push_request(L, req);
   int rc = tenL_pcall(L, 1, 1, TEN_LUA_BUDGET_HOOK, err);
   box->req = NULL;
-  if (rc == 0) {
+  if (rc == 0 && !lua_isnil(L, -1)) { /* nil: route by Host */
     size_t len;
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    if (lua_isnil(L, -1)) {
-      /* nil: route by Host */
-    } else if (!s || !memchr(s, ':', len) || len >= key_len) {
-      char loc[128];
-      where(L, fn, loc, sizeof loc);
-      rc = ten_errf(err, UV_EINVAL, "%s: route hook must return \"service:id\" or nil, got %s",
-                    loc, s ? "a malformed string" : luaL_typename(L, -1));
+    if (!s || !memchr(s, ':', len) || len >= key_len) {
+      rc = bad_result(L, fn, "route", "\"service:id\" or nil",
+                      s ? "a malformed string" : luaL_typename(L, -1), err);
     } else {
       memcpy(key, s, len);
       key[len] = '\0';
