@@ -361,12 +361,11 @@ static void process_metrics(ten_buf_t *out) {
     }
   }
   double ticks = (double)sysconf(_SC_CLK_TCK);
-  ten_metric_family(out, "process_cpu_seconds_total", "counter",
-                    "User and system CPU time of the ten process.");
-  ten_metric_sample(out, "process_cpu_seconds_total", NULL, 0, (double)(utime + stime) / ticks);
-  ten_metric_family(out, "process_resident_memory_bytes", "gauge",
-                    "Resident memory of the ten process.");
-  ten_metric_sample(out, "process_resident_memory_bytes", NULL, 0,
+  ten_metric_single(out, "process_cpu_seconds_total", "counter",
+                    "User and system CPU time of the ten process.",
+                    (double)(utime + stime) / ticks);
+  ten_metric_single(out, "process_resident_memory_bytes", "gauge",
+                    "Resident memory of the ten process.",
                     (double)rss_pages * (double)sysconf(_SC_PAGESIZE));
 }
 
@@ -378,30 +377,29 @@ void ten_api_metrics(ten_api_t *api, ten_buf_t *out) {
   if (api->logs) {
     ten_logs_stats_t ls;
     ten_logs_stats(api->logs, &ls);
-    ten_metric_family(out, "tenement_log_lines_total", "counter",
-                      "Lines captured from instances' stdout and stderr.");
-    ten_metric_sample(out, "tenement_log_lines_total", NULL, 0, (double)ls.lines);
-    ten_metric_family(out, "tenement_log_lines_dropped_total", "counter",
-                      "Captured lines lost because the database failed to store them.");
-    ten_metric_sample(out, "tenement_log_lines_dropped_total", NULL, 0, (double)ds.lines_failed);
-    ten_metric_family(out, "tenement_log_read_pauses_total", "counter",
-                      "Times reading instances' output paused for the database writer.");
-    ten_metric_sample(out, "tenement_log_read_pauses_total", NULL, 0, (double)ls.pauses);
-    ten_metric_family(out, "tenement_log_read_paused_seconds_total", "counter",
-                      "Time reading instances' output was paused for the database writer.");
-    ten_metric_sample(out, "tenement_log_read_paused_seconds_total", NULL, 0,
+    ten_metric_single(out, "tenement_log_lines_total", "counter",
+                      "Lines captured from instances' stdout and stderr.",
+                      (double)ls.lines);
+    ten_metric_single(out, "tenement_log_lines_dropped_total", "counter",
+                      "Captured lines lost because the database failed to store them.",
+                      (double)ds.lines_failed);
+    ten_metric_single(out, "tenement_log_read_pauses_total", "counter",
+                      "Times reading instances' output paused for the database writer.",
+                      (double)ls.pauses);
+    ten_metric_single(out, "tenement_log_read_paused_seconds_total", "counter",
+                      "Time reading instances' output was paused for the database writer.",
                       (double)ls.paused_ms / 1000.0);
   }
   if (api->db) {
-    ten_metric_family(out, "tenement_log_lines_stored_total", "counter",
-                      "Lines committed to tenement.db.");
-    ten_metric_sample(out, "tenement_log_lines_stored_total", NULL, 0, (double)ds.lines_stored);
-    ten_metric_family(out, "tenement_log_lines_pending", "gauge",
-                      "Lines handed to the database writer and not committed yet.");
-    ten_metric_sample(out, "tenement_log_lines_pending", NULL, 0, (double)ds.lines_pending);
-    ten_metric_family(out, "tenement_log_rows_rotated_total", "counter",
-                      "Log rows deleted by retention and the row cap.");
-    ten_metric_sample(out, "tenement_log_rows_rotated_total", NULL, 0, (double)ds.rows_rotated);
+    ten_metric_single(out, "tenement_log_lines_stored_total", "counter",
+                      "Lines committed to tenement.db.",
+                      (double)ds.lines_stored);
+    ten_metric_single(out, "tenement_log_lines_pending", "gauge",
+                      "Lines handed to the database writer and not committed yet.",
+                      (double)ds.lines_pending);
+    ten_metric_single(out, "tenement_log_rows_rotated_total", "counter",
+                      "Log rows deleted by retention and the row cap.",
+                      (double)ds.rows_rotated);
   }
   process_metrics(out);
 }

@@ -1213,17 +1213,15 @@ void ten_http_metrics(ten_http_server_t *s, ten_buf_t *out) {
     ten_label_t l[] = {{"kind", upstream_error_names[k]}};
     ten_metric_sample(out, "tenement_upstream_errors_total", l, 1, (double)s->stats.upstream_errors[k]);
   }
-  ten_metric_family(out, "tenement_connections", "gauge", "Open client connections.");
-  ten_metric_sample(out, "tenement_connections", NULL, 0, (double)s->stats.connections_open);
-  ten_metric_family(out, "tenement_connections_refused_total", "counter",
-                    "Client connections refused over max_connections.");
-  ten_metric_sample(out, "tenement_connections_refused_total", NULL, 0,
+  ten_metric_single(out, "tenement_connections", "gauge", "Open client connections.",
+                    (double)s->stats.connections_open);
+  ten_metric_single(out, "tenement_connections_refused_total", "counter",
+                    "Client connections refused over max_connections.",
                     (double)s->stats.connections_refused);
-  ten_metric_family(out, "tenement_http_requests_total", "counter",
-                    "Requests received on every host, the API included.");
-  ten_metric_sample(out, "tenement_http_requests_total", NULL, 0, (double)s->stats.requests_total);
-  ten_metric_family(out, "tenement_route_hook_errors_total", "counter",
-                    "Requests the route hook failed on (routed by Host instead).");
-  ten_metric_sample(out, "tenement_route_hook_errors_total", NULL, 0,
+  ten_metric_single(out, "tenement_http_requests_total", "counter",
+                    "Requests received on every host, the API included.",
+                    (double)s->stats.requests_total);
+  ten_metric_single(out, "tenement_route_hook_errors_total", "counter",
+                    "Requests the route hook failed on (routed by Host instead).",
                     (double)s->stats.route_hook_errors);
 }

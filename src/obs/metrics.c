@@ -61,6 +61,12 @@ static void number(ten_buf_t *out, double v) {
   }
 }
 
+void ten_metric_single(ten_buf_t *out, const char *name, const char *type, const char *help,
+                       double value) {
+  ten_metric_family(out, name, type, help);
+  ten_metric_sample(out, name, NULL, 0, value);
+}
+
 void ten_metric_sample(ten_buf_t *out, const char *name, const ten_label_t *l, size_t n,
                        double value) {
   ten_buf_puts(out, name);

@@ -34,6 +34,9 @@ void ten_metric_family(ten_buf_t *out, const char *name, const char *type, const
 /* name{labels} value */
 void ten_metric_sample(ten_buf_t *out, const char *name, const ten_label_t *labels, size_t nlabels,
                        double value);
+/* A family of one sample without labels: HELP, TYPE and the value. */
+void ten_metric_single(ten_buf_t *out, const char *name, const char *type, const char *help,
+                       double value);
 /* name_bucket{labels,le=...}, name_sum, name_count. */
 void ten_metric_histogram(ten_buf_t *out, const char *name, const ten_label_t *labels,
                           size_t nlabels, const ten_histogram_t *h);
