@@ -55,7 +55,6 @@ struct ten_db {
   _Atomic int64_t next_log_id;
   _Atomic uint64_t lines_stored;
   _Atomic uint64_t lines_failed;
-  _Atomic size_t bytes_pending;
   _Atomic uint64_t lines_pending;
   _Atomic int64_t indexed_through;
   _Atomic uint64_t commits;
@@ -251,7 +250,6 @@ static void writer_main(void *arg) {
 
     uv_mutex_lock(&db->lock);
     db->pending_bytes -= bytes;
-    atomic_store(&db->bytes_pending, db->pending_bytes);
     db->done += count;
     uv_cond_broadcast(&db->committed);
   }
@@ -344,7 +342,6 @@ static void enqueue(ten_db_t *db, op_t *op, size_t lines, size_t bytes) {
   db->queued++;
   db->pending_lines += lines;
   db->pending_bytes += bytes;
-  atomic_store(&db->bytes_pending, db->pending_bytes);
   if (op->kind != OP_LOGS) db->urgent = true;
   if (db->urgent || db->pending_lines >= TEN_DB_BATCH_LINES || db->head == op)
     uv_cond_signal(&db->wake);
@@ -464,6 +461,13 @@ void ten_db_log_batch_free(ten_db_log_batch_t *b) {
   free(b);
 }
 
+static size_t pending_bytes(ten_db_t *db) {
+  uv_mutex_lock(&db->lock);
+  size_t bytes = db->pending_bytes;
+  uv_mutex_unlock(&db->lock);
+  return bytes;
+}
+
 bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b) {
   size_t bytes = b->arena.len;
   size_t lines = b->lines;
@@ -473,11 +477,11 @@ bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b) {
   op->batch = b;
   atomic_fetch_add(&db->lines_pending, lines);
   enqueue(db, op, lines, bytes);
-  return atomic_load(&db->bytes_pending) <= db->opts.max_pending_bytes;
+  return pending_bytes(db) <= db->opts.max_pending_bytes;
 }
 
 bool ten_db_log_has_room(ten_db_t *db) {
-  return atomic_load(&db->bytes_pending) <= db->opts.max_pending_bytes / 2;
+  return pending_bytes(db) <= db->opts.max_pending_bytes / 2;
 }
 
 void ten_db_stats(ten_db_t *db, ten_db_stats_t *out) {
