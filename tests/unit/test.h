@@ -10,8 +10,10 @@
 #ifndef TEN_TEST_H
 #define TEN_TEST_H
 
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int test_failures;
 static int test_checks;
@@ -70,6 +72,17 @@ static const char *test_current;
               __LINE__, test_current, h_ ? h_ : "(null)", n_);                     \
     }                                                                              \
   } while (0)
+
+static inline int test_rm_entry_(const char *path, const struct stat *st, int flag,
+                                 struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(path);
+}
+
+/* Removes a test's temporary tree; 0 on success. */
+static inline int test_rm_rf(const char *path) {
+  return nftw(path, test_rm_entry_, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static inline int test_report(void) {
   printf("%d checks, %d failed\n", test_checks, test_failures);

@@ -18,11 +18,6 @@ static char dir[] = "/tmp/ten-unit-auth-XXXXXX";
 static char db_path[256];
 static uv_loop_t loop;
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 /* The last callback of a check. */
 static struct {
   int calls;
@@ -442,6 +437,6 @@ int main(void) {
   ten_auth_free(auth); /* NULL unless a test stopped early */
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(uv_loop_close(&loop), 0);
-  CHECK_EQ(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+  CHECK_EQ(test_rm_rf(dir), 0);
   return test_report();
 }

@@ -6,6 +6,7 @@
  * and no open handle behind.
  */
 #include "test.h"
+#include "test_loop.h"
 #include "hv/hv.h"
 #include "util/httpc.h"
 #include "util/log.h"
@@ -76,18 +77,7 @@ static bool run_until_state(ten_instance_t *inst, ten_instance_state_t state, do
   return inst->state == state;
 }
 
-static bool run_until_flag(const bool *flag, double seconds) {
-  uint64_t deadline = ten_now_ms() + (uint64_t)(seconds * 1000);
-  while (!*flag && ten_now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-  return *flag;
-}
-
 static bool process_gone(pid_t pid) { return kill(pid, 0) < 0 && errno == ESRCH; }
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
 
 static char data_dir[] = "/tmp/ten-unit-hv-XXXXXX";
 static ten_config_t *config;
@@ -173,7 +163,7 @@ TEST(spawn_until_ready) {
   int rc = 0;
   probe_done = false;
   CHECK(ten_httpc_get(&loop, &target, "/health", 2000, on_probe, NULL, &rc) != NULL);
-  CHECK(run_until_flag(&probe_done, 5));
+  CHECK(test_run_until(&loop, &probe_done, 5));
   CHECK_EQ(probe_status, 200);
 
   unsigned counts[TEN_INST_STATE_COUNT];
@@ -359,7 +349,7 @@ TEST(shutdown) {
   CHECK(hv.shutting_down);
   CHECK_EQ(ten_hv_spawn(&hv, "hello", "three", &err), UV_ECANCELED);
   CHECK_EQ(ten_hv_restart(&hv, "hello:two", &err), UV_ECANCELED);
-  CHECK(run_until_flag(&shutdown_done, 10));
+  CHECK(test_run_until(&loop, &shutdown_done, 10));
   CHECK(pid > 0 && process_gone(pid));
   CHECK_STR(history("hello:two", since), "ready>draining draining>stopped");
   CHECK_STR(history("broken:one", since), "failed>stopped");
@@ -377,7 +367,7 @@ int main(void) {
   if (!setup()) {
     CHECK(!"setup failed");
     if (strcmp(data_dir + strlen(data_dir) - 6, "XXXXXX") != 0)
-      nftw(data_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+      test_rm_rf(data_dir);
     return test_report();
   }
   RUN(spawn_until_ready);
@@ -391,13 +381,13 @@ int main(void) {
 
   if (!shutdown_done) { /* a failed test above: still reap what we started */
     ten_hv_shutdown(&hv, on_shutdown);
-    run_until_flag(&shutdown_done, 15);
+    test_run_until(&loop, &shutdown_done, 15);
   }
   ten_hv_free(&hv);
   ten_config_unref(config);
   uv_close((uv_handle_t *)&tick, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(uv_loop_close(&loop), 0); /* no handle left open */
-  CHECK_EQ(nftw(data_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+  CHECK_EQ(test_rm_rf(data_dir), 0);
   return test_report();
 }

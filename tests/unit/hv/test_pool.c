@@ -3,6 +3,7 @@
  * loop. Smooth weighted round robin is deterministic, so the counts and
  * the interleaving are exact. */
 #include "test.h"
+#include "test_loop.h"
 #include "hv/hv.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -23,11 +24,6 @@ static ten_instance_t *a, *b, *c;
 
 static void on_tick(uv_timer_t *t) { (void)t; }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 static bool run_until_state(ten_instance_t *inst, ten_instance_state_t state, double seconds) {
   uint64_t deadline = ten_now_ms() + (uint64_t)(seconds * 1000);
   while (inst->state != state && ten_now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
@@ -35,12 +31,6 @@ static bool run_until_state(ten_instance_t *inst, ten_instance_state_t state, do
     fprintf(stderr, "  %s: still %s, waited for %s\n", inst->key,
             ten_instance_state_name(inst->state), ten_instance_state_name(state));
   return inst->state == state;
-}
-
-static bool run_until_flag(const bool *flag, double seconds) {
-  uint64_t deadline = ten_now_ms() + (uint64_t)(seconds * 1000);
-  while (!*flag && ten_now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-  return *flag;
 }
 
 static bool setup(void) {
@@ -230,7 +220,7 @@ int main(void) {
   if (!setup()) {
     CHECK(!"setup failed");
     if (strcmp(data_dir + strlen(data_dir) - 6, "XXXXXX") != 0)
-      nftw(data_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+      test_rm_rf(data_dir);
     return test_report();
   }
   RUN(start_two);
@@ -240,13 +230,13 @@ int main(void) {
   RUN(set_weight_errors);
 
   ten_hv_shutdown(&hv, on_shutdown);
-  CHECK(run_until_flag(&shutdown_done, 15));
+  CHECK(test_run_until(&loop, &shutdown_done, 15));
   CHECK_EQ(hv.live_procs, 0);
   ten_hv_free(&hv);
   ten_config_unref(config);
   uv_close((uv_handle_t *)&tick, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(uv_loop_close(&loop), 0);
-  CHECK_EQ(nftw(data_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+  CHECK_EQ(test_rm_rf(data_dir), 0);
   return test_report();
 }

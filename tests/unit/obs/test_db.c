@@ -21,11 +21,6 @@
 static char dir[] = "/tmp/ten-unit-db-XXXXXX";
 static char db_path[300];
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
-
 /* Config rows seen by a scan, as "k=v;k=v;". */
 static void on_config(void *ctx, const char *key, const char *value) {
   ten_buf_printf(ctx, "%s=%s;", key, value);
@@ -806,6 +801,6 @@ int main(void) {
   RUN(pending_limit);
   RUN(rotation);
   ten_db_close(db);
-  CHECK_EQ(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+  CHECK_EQ(test_rm_rf(dir), 0);
   return test_report();
 }

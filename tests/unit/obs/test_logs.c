@@ -2,6 +2,7 @@
  * from ten_logs_capture, subscribers, the ring, stats, close, and the trip
  * to SQLite when there is a database. */
 #include "test.h"
+#include "test_loop.h"
 #include "obs/logs.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -69,12 +70,6 @@ static bool captures_done(ten_logs_t *logs, double seconds) {
 static bool closed;
 static void on_closed(void *ctx) { *(bool *)ctx = true; }
 
-static bool run_until_flag(const bool *flag, double seconds) {
-  uint64_t deadline = ten_now_ms() + (uint64_t)(seconds * 1000);
-  while (!*flag && ten_now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-  return *flag;
-}
-
 static void put(int fd, const char *s) {
   size_t n = strlen(s);
   CHECK_EQ(write(fd, s, n), (ssize_t)n);
@@ -83,11 +78,6 @@ static void put(int fd, const char *s) {
 static bool cloexec(int fd) { return (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
 
 static char dir[] = "/tmp/ten-unit-logs-XXXXXX";
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-  (void)st, (void)flag, (void)ftw;
-  return remove(path);
-}
 
 /* ---------------------------------------------------------------- tests */
 
@@ -248,7 +238,7 @@ TEST(capture_without_db) {
 
   closed = false;
   ten_logs_close(logs, on_closed, &closed);
-  CHECK(run_until_flag(&closed, 5));
+  CHECK(test_run_until(&loop, &closed, 5));
   /* Closed: no new captures. */
   CHECK(ten_logs_capture(logs, "web", "c", &out, &err) < 0);
   ten_logs_free(logs); /* frees the remaining subscribers too */
@@ -271,7 +261,7 @@ TEST(close_with_open_pipe) {
   put(out, "late\nlast words");
   close(out);
   close(err);
-  CHECK(run_until_flag(&closed, 5));
+  CHECK(test_run_until(&loop, &closed, 5));
   CHECK_EQ(all.count, 2);
   if (all.count == 2) {
     CHECK_STR(all.line[0].message, "late");
@@ -345,7 +335,7 @@ TEST(capture_to_db) {
 
   closed = false;
   ten_logs_close(logs, on_closed, &closed);
-  CHECK(run_until_flag(&closed, 5));
+  CHECK(test_run_until(&loop, &closed, 5));
   ten_db_sync(db);
   rows.count = 0;
   CHECK_EQ(ten_db_logs_query(path, &q, on_row, &rows, NULL, NULL, &e), 0);
@@ -399,7 +389,7 @@ TEST(backpressure_pauses_and_loses_nothing) {
   CHECK(captures_done(logs, 5));
   closed = false;
   ten_logs_close(logs, on_closed, &closed);
-  CHECK(run_until_flag(&closed, 5));
+  CHECK(test_run_until(&loop, &closed, 5));
   CHECK_EQ(all.count, 1);
   ten_logs_stats_t st;
   ten_logs_stats(logs, &st);
@@ -446,7 +436,7 @@ TEST(long_names_in_tail) {
   CHECK(clean);
   closed = false;
   ten_logs_close(logs, on_closed, &closed);
-  CHECK(run_until_flag(&closed, 5));
+  CHECK(test_run_until(&loop, &closed, 5));
   ten_logs_free(logs);
 }
 
@@ -464,6 +454,6 @@ int main(void) {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(uv_loop_close(&loop), 0);
   if (strcmp(dir + strlen(dir) - 6, "XXXXXX") != 0)
-    CHECK_EQ(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS), 0);
+    CHECK_EQ(test_rm_rf(dir), 0);
   return test_report();
 }
