@@ -1,5 +1,7 @@
-/* conn.h: internals shared by server.c (client side) and proxy.c (upstream
- * side). Not for other subsystems: they use server.h.
+/* conn.h: internals shared by the HTTP files — server.c (the listener),
+ * conn.c (a client connection), request.c (what a request asks for),
+ * local.c (answers of ten's own) and proxy.c (the upstream side). Not for
+ * other subsystems: they use server.h.
  *
  * A client connection runs one exchange at a time. Parsing pauses when a
  * request head is complete (so the proxy can get an upstream ready before
@@ -177,7 +179,59 @@ struct ten_http_server {
   char route_hook_error[512]; /* the route hook's last failure */
 };
 
-/* server.c, for proxy.c */
+static inline uint64_t ten__ms_of(double seconds) {
+  return seconds <= 0 ? 1 : (uint64_t)(seconds * 1000.0);
+}
+#define TEN__SETTINGS(c)          (&(c)->server->config->settings)
+#define TEN__KEEPALIVE_TIMEOUT_MS ten__ms_of(TEN__SETTINGS(c)->keepalive_timeout)
+#define TEN__HEADER_TIMEOUT_MS    ten__ms_of(TEN__SETTINGS(c)->header_timeout)
+#define TEN__BODY_TIMEOUT_MS      ten__ms_of(TEN__SETTINGS(c)->client_timeout)
+
+/* ---- conn.c: the connection */
+
+/* Moves the connection's deadline (lazily: see conn.c). */
+void ten__conn_arm(ten__conn_t *c, uint64_t ms);
+/* Some byte of a request arrived on this connection (it is not idle). */
+bool ten__conn_request_started(const ten__conn_t *c);
+/* Closes now; pending writes are cancelled. */
+void ten__conn_close(ten__conn_t *c);
+/* Closes the handles only (a connection that never started). */
+void ten__conn_close_handles(ten__conn_t *c);
+/* Tells an unfinished local answer that its connection is going. */
+void ten__conn_notify_local_close(ten__conn_t *c);
+/* Closes after what is queued has been written (FIN, then linger). */
+void ten__conn_finish(ten__conn_t *c);
+/* Copies bytes into iobufs and queues them to the client. */
+void ten__conn_write_copy(ten__conn_t *c, const char *data, size_t len);
+/* Both halves of the exchange are done: next request, or close. */
+void ten__conn_exchange_maybe_done(ten__conn_t *c);
+/* Runs the parse loop on what has been read (not re-entrant: a nested
+ * call returns at once and the outer loop continues). */
+void ten__conn_process(ten__conn_t *c);
+
+/* ---- request.c: what a request asks for */
+
+/* A complete request head: check it and decide where it goes. */
+void ten__request_head(ten__conn_t *c);
+/* llhttp refused the bytes: answer with the fitting status and close. */
+void ten__request_parse_error(ten__conn_t *c, llhttp_errno_t err);
+/* Queues a whole response (head and body) of ten's own. */
+void ten__respond(ten__conn_t *c, int status, const char *content_type, const char *body,
+                  size_t len, const char *extra_headers);
+/* {"error": message, ...detail_json}\n */
+void ten__error_body(ten_buf_t *out, const char *message, const char *detail_json);
+
+/* ---- local.c: answers of ten's own */
+
+/* The request is complete: run the handler registered for its path. */
+void ten__local_run(ten__conn_t *c);
+
+/* ---- server.c */
+
+/* A connection was freed: the shutdown may be complete. */
+void ten__server_conn_closed(ten_http_server_t *s);
+
+/* ---- conn.c, for proxy.c */
 void ten__conn_write(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len);
 /* The proxy finished its side of the exchange (response fully queued). */
 void ten__conn_response_done(ten__conn_t *c);
