@@ -135,6 +135,31 @@ describe("proxy", function()
       conn:close()
     end)
 
+    it("re-frames what it forwards: its own Content-Length, or chunked with its own chunks", function()
+      local h = ten.json(server:request { host = "a.hello.localhost", path = "/echo", method = "POST",
+        headers = { ["Content-Length"] = "005", ["X-Echo-Headers"] = "1" }, body = "hello" })
+      assert.are.equal("5", h["content-length"])
+      assert.is_nil(h["transfer-encoding"])
+      h = ten.json(server:request { host = "a.hello.localhost", path = "/echo", method = "POST",
+        headers = { ["Transfer-Encoding"] = "chunked", ["X-Echo-Headers"] = "1" },
+        body = "5;ext=\"x\"\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n" })
+      assert.are.equal("chunked", h["transfer-encoding"])
+      assert.is_nil(h["content-length"])
+      local resp = server:request { host = "a.hello.localhost", path = "/echo", method = "POST",
+        headers = { ["Transfer-Encoding"] = "chunked" }, body = "05;a=b\r\nhello\r\n0000\r\n\r\n" }
+      assert.are.equal("hello", resp.body)
+    end)
+
+    it("routes an absolute-form target by its authority and forwards it in origin form", function()
+      local conn = ten.connect(server.port)
+      conn:send("GET http://a.hello.localhost/headers?x=1 HTTP/1.1\r\nHost: elsewhere.localhost\r\n" ..
+        "Connection: close\r\n\r\n")
+      local h = ten.json(ten.read_response(conn))
+      conn:close()
+      assert.are.equal("/headers?x=1", h.url)
+      assert.are.equal("a.hello.localhost", h.host)
+    end)
+
     it("forwards a chunked request body with trailers", function()
       local resp = server:request { host = "a.hello.localhost", path = "/echo", method = "POST",
         headers = { ["Transfer-Encoding"] = "chunked" },
@@ -176,21 +201,49 @@ describe("proxy", function()
       { "Transfer-Encoding not ending in chunked",
         "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n" },
       { "an unknown Transfer-Encoding",
-        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n" },
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501 },
       { "an invalid chunk size",
         "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n" },
       { "bare LF line endings", "GET / HTTP/1.1\nHost: a.hello.localhost\n\n" },
       { "obs-fold", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\nX-A: 1\r\n  2\r\n\r\n" },
       { "whitespace before the colon", "GET / HTTP/1.1\r\nHost : a.hello.localhost\r\n\r\n" },
       { "a request line with spaces in the target", "GET /a b HTTP/1.1\r\nHost: a.hello.localhost\r\n\r\n" },
+      { "a Connection header naming Content-Length",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nConnection: keep-alive, Content-Length\r\n" ..
+        "Content-Length: 44\r\n\r\nGET /headers HTTP/1.1\r\nHost: a.hello.localhost\r\n\r\n" },
+      { "a Connection header naming Transfer-Encoding",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nConnection: Transfer-Encoding\r\n" ..
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
+      { "a Connection header naming Host",
+        "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\nConnection: host\r\n\r\n" },
+      { "a bare CR after the last header", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\n\rX: y\r\n\r\n" },
+      { "a bare CR inside a header line", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\nX: 1\rY: 2\r\n\r\n" },
+      { "an empty header name", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\n: nameless\r\n\r\n" },
+      { "chunk data not followed by CRLF",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n" },
+      { "obs-fold in a trailer",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\r\n 2\r\n\r\n" },
+      { "Transfer-Encoding in HTTP/1.0",
+        "POST /echo HTTP/1.0\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
+      { "two Transfer-Encoding headers",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n" ..
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" },
+      { "a coding besides chunked",
+        "POST /echo HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501 },
+      { "HTTP/2.0 in an HTTP/1 request line", "GET / HTTP/2.0\r\nHost: a.hello.localhost\r\n\r\n", 505 },
+      { "HTTP/1.2", "GET / HTTP/1.2\r\nHost: a.hello.localhost\r\n\r\n", 505 },
+      { "HTTP/0.9", "GET / HTTP/0.9\r\nHost: a.hello.localhost\r\n\r\n", 505 },
+      { "an absolute-form target with user information",
+        "GET http://user@a.hello.localhost/ HTTP/1.1\r\nHost: a.hello.localhost\r\n\r\n" },
     }
     for _, case in ipairs(cases) do
-      it("refuses " .. case[1] .. " with 400 and closes", function()
+      local status = case[3] or 400
+      it(("refuses %s with %d and closes"):format(case[1], status), function()
         local conn = ten.connect(server.port)
         -- A smuggled second request rides along: it must never be answered.
         conn:send(case[2] .. "GET /smuggled HTTP/1.1\r\nHost: a.hello.localhost\r\n\r\n")
         local resp = ten.read_response(conn)
-        assert.are.equal(400, resp.status)
+        assert.are.equal(status, resp.status)
         assert.are.equal("close", resp.headers.connection)
         assert.is_true(closed_by_peer(conn))
         conn:close()
@@ -198,7 +251,35 @@ describe("proxy", function()
     end
   end)
 
+  describe("strict framing across segments", function()
+    -- The second piece of each arrives in a later TCP segment.
+    local split_cases = {
+      { "an obs-fold", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\nX-A: 1\r\n", " 2\r\n\r\n" },
+      { "a CR whose next byte is not LF", "GET / HTTP/1.1\r\nHost: a.hello.localhost\r\n\r", "X: y\r\n\r\n" },
+      { "chunk data followed by other bytes",
+        "POST /headers HTTP/1.1\r\nHost: a.hello.localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc",
+        "XX0\r\n\r\n" },
+    }
+    for _, case in ipairs(split_cases) do
+      it("refuses " .. case[1] .. " with 400", function()
+        local conn = ten.connect(server.port)
+        conn:send(case[2])
+        tt.sleep(50)
+        conn:send(case[3] .. "GET /smuggled HTTP/1.1\r\nHost: a.hello.localhost\r\n\r\n")
+        local resp = ten.read_response(conn)
+        assert.are.equal(400, resp.status)
+        assert.is_true(closed_by_peer(conn))
+        conn:close()
+      end)
+    end
+  end)
+
   describe("limits", function()
+    it("answers a request target over the limit with 414", function()
+      local resp = get("a.hello.localhost", "/" .. string.rep("t", 5000))
+      assert.are.equal(414, resp.status)
+    end)
+
     it("answers a head over max_header_size with 431", function()
       local resp = server:request { host = "a.hello.localhost", headers = { ["X-Big"] = string.rep("b", 5000) } }
       assert.are.equal(431, resp.status)

@@ -370,8 +370,10 @@ void ten__conn_update_reading(ten__conn_t *c) {
 static void conn_process(ten__conn_t *c) {
   static const char nothing[1];
   if (c->mode == TEN_MODE_TUNNEL) {
-    if (c->rbuf && c->rpos < c->rlen && !c->closing)
+    if (c->rbuf && c->rpos < c->rlen && !c->closing) {
       ten__proxy_body(c, c->rbuf, c->rbuf->data + c->rpos, c->rlen - c->rpos);
+      ten__proxy_flush(c);
+    }
     c->rpos = c->rlen;
   }
   for (;;) {
@@ -391,20 +393,16 @@ static void conn_process(ten__conn_t *c) {
       break;
     }
     c->resume_pending = false;
-    ten__mode_t mode_before = c->mode;
-    bool in_body = mode_before != TEN_MODE_HEAD && !c->req_done;
-    c->pause = TEN_PAUSE_NONE;
-    c->exec_start = start;
-    llhttp_errno_t err = llhttp_execute(&c->parser, start, avail);
-    const char *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&c->parser);
+    const char *stop;
+    llhttp_errno_t err = ten__request_execute(c, start, avail, &stop);
     if (err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE) {
       c->rpos = c->rlen; /* nothing after a parse error is trusted */
       ten__request_parse_error(c, err);
       break;
     }
-    /* Bytes of a request body, framing included, go to the upstream as they are. */
-    if (in_body && mode_before == TEN_MODE_PROXY && stop > start)
-      ten__proxy_body(c, c->rbuf, start, (size_t)(stop - start));
+    /* The body pieces this parse handed to the upstream leave as one write. */
+    if (c->mode == TEN_MODE_PROXY) ten__proxy_flush(c);
+    if (c->closing) break;
     if (from_buffer) c->rpos = (size_t)(stop - c->rbuf->data);
     if (err == HPE_PAUSED_UPGRADE) {
       /* The bytes after an upgrade request belong to the tunnel, if the
@@ -454,6 +452,7 @@ void ten__conn_exchange_maybe_done(ten__conn_t *c) {
   c->svc = NULL;
   c->discarded = 0;
   ten__head_reset(&c->head);
+  ten__request_reset_scan(c);
   ten__conn_arm(c, TEN__KEEPALIVE_TIMEOUT_MS);
   /* Pipelined bytes already read are parsed by the loop that called us, or
    * now if the response finished asynchronously. */

@@ -14,6 +14,7 @@
 #include "http/iobuf.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "http/strict.h"
 
 #include <llhttp.h>
 
@@ -62,6 +63,7 @@ typedef struct ten__head {
   int last; /* 0 none, 1 field, 2 value: a field after a value starts a header */
   uint32_t limit; /* bytes allowed; 0 means TEN_HTTP_MAX_HEAD */
   bool too_large;
+  bool target_too_large; /* the request target alone did not fit (414) */
   bool too_many;
 } ten__head_t;
 
@@ -124,8 +126,12 @@ struct ten__conn {
   bool closing;
   bool client_eof;
   bool in_flight; /* counted in requests_in_flight */
-  bool obs_fold;  /* a header line was folded (obs-fold): refused */
-  const char *exec_start; /* where the current llhttp_execute began */
+  ten_strict_head_t head_scan;     /* strict rules over the head's bytes */
+  ten_strict_chunked_t body_scan;  /* ... and over a chunked body's */
+  const char *body_scan_pos;       /* body bytes before this are scanned */
+  const char *strict_error;        /* why the bytes were refused (400) */
+  bool body_chunked;               /* the request body is chunked */
+  uint64_t body_length;            /* its Content-Length, if it has one */
   int64_t body_bytes;     /* request body bytes seen (max_body_size) */
   bool body_too_large;
 
@@ -254,6 +260,13 @@ void ten__conn_shutdown_write(ten__conn_t *c);
  * (strictness, client address, route): exposed for the fuzz target. */
 const llhttp_settings_t *ten__request_settings(void);
 const char *ten__request_head_check(ten__conn_t *c);
+/* Runs llhttp over bytes read from the client and applies the strict rules
+ * (strict.h) to exactly what it consumed. Returns llhttp's status, or
+ * HPE_USER with c->strict_error set; *stop is where parsing stopped. */
+llhttp_errno_t ten__request_execute(ten__conn_t *c, const char *start, size_t avail,
+                                    const char **stop);
+/* A new message may begin on the connection: the scanners start over. */
+void ten__request_reset_scan(ten__conn_t *c);
 
 /* Arms the connection's timer for a request waiting on a waking instance. */
 void ten__conn_arm_wake_timeout(ten__conn_t *c, double seconds);
@@ -266,8 +279,10 @@ void ten__proxy_start_key(ten__conn_t *c, const char *key);
 void ten__proxy_wake_timeout(ten__conn_t *c);
 void ten__proxy_unwait(ten__conn_t *c);
 void ten__proxy_start(ten__conn_t *c);
-/* Raw request body bytes, forwarded as they were framed. */
+/* A piece of request body (payload only, or raw bytes in a tunnel): queued
+ * upstream with ten's own framing; ten__proxy_flush writes what was queued. */
 void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len);
+void ten__proxy_flush(ten__conn_t *c);
 void ten__proxy_request_done(ten__conn_t *c);
 /* The client went away or the exchange is being torn down. */
 void ten__proxy_detach(ten__conn_t *c);

@@ -1,10 +1,20 @@
-/* forward.c: what ten sends onward. The request head is re-serialized for
- * the instance from what ten parsed (hop-by-hop headers dropped,
- * X-Forwarded-* set); the response head is rewritten for the client. Both
- * are written straight into an iobuf, without allocating.
+/* forward.c: what ten sends onward.
+ *
+ * The request an instance gets is always re-serialized from what ten
+ * parsed, never the client's framing: method, target (origin form), the
+ * headers ten kept (hop-by-hop ones, and those the Connection header names,
+ * dropped; X-Forwarded-* set), and ten's own framing — Content-Length with
+ * the length ten read, or Transfer-Encoding: chunked with each piece of
+ * body re-chunked by ten (upstream.c). Request trailers are not forwarded
+ * (nginx does not forward them either). So whatever a client sends, the
+ * instance parses exactly the requests ten parsed.
+ *
+ * The response head is rewritten for the client. Heads are written
+ * straight into an iobuf, without allocating.
  */
 #include "http/upstream.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ the request head */
@@ -53,6 +63,10 @@ bool ten__build_request_head(ten__conn_t *c, ten_iobuf_t *b, size_t *out_len) {
     const char *name = h->arena.data + hd->name_off;
     if (c->upgrade && ten_strieq(name, hd->name_len, "upgrade")) upgrade = hd;
     if (ten__is_hop_by_hop(h, name, hd->name_len)) continue;
+    /* ten frames the body itself (below), from what it parsed. */
+    if (ten_strieq(name, hd->name_len, "content-length") ||
+        ten_strieq(name, hd->name_len, "transfer-encoding"))
+      continue;
     if (is_forwarding_header(name, hd->name_len)) {
       if (trusted && ten_strieq(name, hd->name_len, "x-forwarded-proto")) {
         hw_header(&w, h, hd);
@@ -68,6 +82,13 @@ bool ten__build_request_head(ten__conn_t *c, ten_iobuf_t *b, size_t *out_len) {
   if (upgrade) {
     HW_LIT(&w, "Connection: upgrade\r\n");
     hw_header(&w, h, upgrade);
+  }
+  if (c->body_chunked) {
+    HW_LIT(&w, "Transfer-Encoding: chunked\r\n");
+  } else if (c->parser.flags & F_CONTENT_LENGTH) {
+    char len[32];
+    snprintf(len, sizeof len, "Content-Length: %llu\r\n", (unsigned long long)c->body_length);
+    hw_str(&w, len);
   }
   /* X-Forwarded-For: what earlier proxies said, then the peer we saw. */
   HW_LIT(&w, "X-Forwarded-For: ");

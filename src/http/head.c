@@ -13,13 +13,14 @@ void ten__head_reset(ten__head_t *h) {
   h->target_off = h->target_len = 0;
   h->count = 0;
   h->last = 0;
-  h->too_large = h->too_many = false;
+  h->too_large = h->too_many = h->target_too_large = false;
 }
 
 int ten__head_append(ten__head_t *h, int kind, const char *at, size_t len) {
   uint32_t limit = h->limit ? h->limit : TEN_HTTP_MAX_HEAD;
   if (h->arena.len + len > limit) {
     h->too_large = true;
+    if (kind == 0) h->target_too_large = true;
     return -1;
   }
   uint32_t off = (uint32_t)h->arena.len;

@@ -23,7 +23,7 @@ static int on_message_begin(llhttp_t *p) {
   ten__conn_t *c = p->data;
   ten__head_reset(&c->head);
   c->head.limit = (uint32_t)TEN__SETTINGS(c)->max_header_size;
-  c->obs_fold = false;
+  c->strict_error = NULL;
   c->body_bytes = 0;
   c->body_too_large = false;
   /* The first byte of a request: from now on the head must arrive in time. */
@@ -38,20 +38,13 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   ten__conn_t *c = p->data;
-  if (c->mode != TEN_MODE_HEAD) return 0; /* trailers: forwarded with the body */
+  if (c->mode != TEN_MODE_HEAD) return 0; /* trailers: not forwarded (see forward.c) */
   return ten__head_append(&c->head, 1, at, len) ? HPE_USER : 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ten__conn_t *c = p->data;
-  if (c->mode != TEN_MODE_HEAD) return 0;
-  /* llhttp accepts obs-fold (RFC 9112 5.2) and reports the folded line as a
-   * second piece of the value from the middle of the buffer; a value split
-   * by a read boundary continues at the start of the next buffer instead. */
-  if (c->head.last == 2 && at != c->exec_start) {
-    c->obs_fold = true;
-    return HPE_USER;
-  }
+  if (c->mode != TEN_MODE_HEAD) return 0; /* trailers: not forwarded (see forward.c) */
   return ten__head_append(&c->head, 2, at, len) ? HPE_USER : 0;
 }
 
@@ -61,8 +54,21 @@ static int on_headers_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
+/* The framing before these body bytes is checked before the bytes go
+ * anywhere, so an instance never gets data that followed bad framing. */
+static int check_body_framing(ten__conn_t *c, const char *end) {
+  if (!c->body_chunked) return 0;
+  const char *bad = ten_strict_chunked_scan(&c->body_scan, c->body_scan_pos,
+                                            (size_t)(end - c->body_scan_pos));
+  c->body_scan_pos = end;
+  if (!bad) return 0;
+  c->strict_error = bad;
+  return HPE_USER;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   ten__conn_t *c = p->data;
+  if (check_body_framing(c, at + len)) return HPE_USER;
   c->body_bytes += (int64_t)len;
   int64_t max = TEN__SETTINGS(c)->max_body_size;
   if (max > 0 && c->body_bytes > max && c->mode != TEN_MODE_DISCARD) {
@@ -78,6 +84,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
       c->keep_alive = false;
       return HPE_USER;
     }
+  } else if (c->mode == TEN_MODE_PROXY) {
+    ten__proxy_body(c, c->rbuf, at, len);
   }
   return 0;
 }
@@ -105,6 +113,40 @@ static void init_settings(void) {
 const llhttp_settings_t *ten__request_settings(void) {
   init_settings();
   return &request_settings;
+}
+
+void ten__request_reset_scan(ten__conn_t *c) {
+  ten_strict_head_init(&c->head_scan);
+  c->body_chunked = false;
+}
+
+llhttp_errno_t ten__request_execute(ten__conn_t *c, const char *start, size_t avail,
+                                    const char **stop) {
+  bool in_head = c->mode == TEN_MODE_HEAD;
+  bool in_chunked_body = !in_head && !c->req_done && c->body_chunked;
+  c->pause = TEN_PAUSE_NONE;
+  c->body_scan_pos = start;
+  llhttp_errno_t err = llhttp_execute(&c->parser, start, avail);
+  *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&c->parser);
+  if (c->strict_error) return HPE_USER; /* refused by on_body's check */
+  bool failed = err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE;
+  const char *bad = NULL;
+  if (in_head) {
+    bad = ten_strict_head_scan(&c->head_scan, start, (size_t)(*stop - start));
+    if (!bad && c->pause == TEN_PAUSE_HEAD && !c->head_scan.done)
+      bad = "the head does not end with an empty line (CRLF CRLF)";
+  } else if (in_chunked_body) {
+    bad = ten_strict_chunked_scan(&c->body_scan, c->body_scan_pos,
+                                  (size_t)(*stop - c->body_scan_pos));
+    if (!bad && c->pause == TEN_PAUSE_DONE && !c->body_scan.done)
+      bad = "the chunked body does not end with an empty line";
+  }
+  /* llhttp's own complaint, when it has one, points at the first bad byte. */
+  if (bad && !failed) {
+    c->strict_error = bad;
+    return HPE_USER;
+  }
+  return err;
 }
 
 
@@ -218,30 +260,142 @@ static int count_headers(const ten__head_t *h, const char *name) {
   return n;
 }
 
-/* What llhttp lets through but we do not: whitespace inside a field name
- * ("Host : x" is a smuggling vector, RFC 9112 5.1). Trailing whitespace of
- * values is trimmed (it is not part of the value). */
-static const char *check_and_trim_headers(ten__head_t *h) {
+/* A request refused for its form: the status and what was wrong. */
+typedef struct refusal {
+  int status;
+  const char *message;
+} refusal_t;
+
+static bool refuse(refusal_t *out, int status, const char *message) {
+  out->status = status;
+  out->message = message;
+  return true;
+}
+
+/* Does the comma-separated list contain tok (case-insensitive)? */
+static bool value_lists(const char *v, size_t len, const char *tok) {
+  size_t i = 0;
+  while (i < len) {
+    while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < len && v[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+    if (ten_strieq(v + start, end - start, tok)) return true;
+  }
+  return false;
+}
+
+/* The rules on a complete head that llhttp does not apply: whitespace in a
+ * field name ("Host : x", RFC 9112 5.1), versions other than HTTP/1.0 and
+ * 1.1, a Connection header naming a framing header or Host (those are never
+ * dropped as hop-by-hop: the request is refused instead), Transfer-Encoding
+ * other than exactly "chunked", or in HTTP/1.0. Trailing whitespace of
+ * values is trimmed (it is not part of the value). Fills the body framing
+ * ten will re-serialize (forward.c). */
+static bool refused_head(ten__conn_t *c, refusal_t *why) {
+  ten__head_t *h = &c->head;
+  unsigned major = llhttp_get_http_major(&c->parser), minor = llhttp_get_http_minor(&c->parser);
+  if (major != 1 || minor > 1) return refuse(why, 505, "HTTP version not supported");
+  unsigned te_count = 0;
+  const ten__header_t *te = NULL;
   for (unsigned i = 0; i < h->count; i++) {
     ten__header_t *hd = &h->headers[i];
     const char *name = h->arena.data + hd->name_off;
     for (uint32_t k = 0; k < hd->name_len; k++)
-      if (name[k] == ' ' || name[k] == '\t') return "whitespace in a header field name";
+      if (name[k] == ' ' || name[k] == '\t')
+        return refuse(why, 400, "whitespace in a header field name");
     const char *value = h->arena.data + hd->value_off;
     while (hd->value_len && (value[hd->value_len - 1] == ' ' || value[hd->value_len - 1] == '\t'))
       hd->value_len--;
+    if (ten_strieq(name, hd->name_len, "connection")) {
+      static const char *const framing[] = {"content-length", "transfer-encoding", "host"};
+      for (size_t k = 0; k < TEN_ARRAY_SIZE(framing); k++)
+        if (value_lists(value, hd->value_len, framing[k]))
+          return refuse(why, 400, "the Connection header names a header that frames the request "
+                                  "(Content-Length, Transfer-Encoding or Host)");
+    } else if (ten_strieq(name, hd->name_len, "transfer-encoding")) {
+      te_count++;
+      te = hd;
+    }
   }
-  return NULL;
+  c->body_chunked = false;
+  c->body_length = 0;
+  if (te) {
+    if (minor == 0) return refuse(why, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (te_count > 1) return refuse(why, 400, "more than one Transfer-Encoding header");
+    if (!ten_strieq(h->arena.data + te->value_off, te->value_len, "chunked"))
+      return refuse(why, 501, "only Transfer-Encoding: chunked is supported");
+    c->body_chunked = true;
+    ten_strict_chunked_init(&c->body_scan);
+  } else if (c->parser.flags & F_CONTENT_LENGTH) {
+    c->body_length = c->parser.content_length;
+  }
+  return false;
+}
+
+/* An absolute-form target (http://host/path) names the host itself: RFC
+ * 9112 3.2.2 says to use it and ignore Host, so the request is routed by
+ * the target's authority and forwarded in origin form (/path) with that
+ * authority as its Host. Userinfo (user@host) is refused. */
+static bool refused_absolute_form(ten__conn_t *c, refusal_t *why) {
+  ten__head_t *h = &c->head;
+  size_t len = h->target_len, skip;
+  /* Room for a Host header's name and a leading '/' up front: t (and the
+   * path copied below) must not move while they are read. */
+  ten_buf_reserve(&h->arena, len + 8);
+  const char *t = h->arena.data + h->target_off;
+  if (len >= 7 && ten_strieq(t, 7, "http://")) skip = 7;
+  else if (len >= 8 && ten_strieq(t, 8, "https://")) skip = 8;
+  else return false;
+  size_t auth_end = skip;
+  while (auth_end < len && t[auth_end] != '/' && t[auth_end] != '?' && t[auth_end] != '#') auth_end++;
+  if (auth_end == skip) return refuse(why, 400, "an absolute-form target without a host");
+  if (memchr(t + skip, '@', auth_end - skip))
+    return refuse(why, 400, "user information in the request target");
+  uint32_t auth_off = h->target_off + (uint32_t)skip, auth_len = (uint32_t)(auth_end - skip);
+  uint32_t path_off = h->target_off + (uint32_t)auth_end;
+  uint32_t path_len = (uint32_t)(len - auth_end);
+  bool needs_slash = path_len == 0 || t[auth_end] != '/';
+  /* The Host ten forwards is the target's authority. */
+  for (unsigned i = 0; i < h->count; i++) {
+    ten__header_t *hd = &h->headers[i];
+    if (!ten_strieq(h->arena.data + hd->name_off, hd->name_len, "host")) continue;
+    hd->value_off = auth_off;
+    hd->value_len = auth_len;
+    auth_len = 0; /* done */
+  }
+  if (auth_len) {
+    if (h->count == TEN_HTTP_MAX_HEADERS) return refuse(why, 431, "too many header fields");
+    ten__header_t *hd = &h->headers[h->count++];
+    hd->name_off = (uint32_t)h->arena.len;
+    hd->name_len = 4;
+    ten_buf_append(&h->arena, "Host", 4);
+    hd->value_off = auth_off;
+    hd->value_len = auth_len;
+  }
+  if (needs_slash) {
+    /* "http://host" or "http://host?q": origin form starts with '/'. */
+    uint32_t off = (uint32_t)h->arena.len;
+    ten_buf_putc(&h->arena, '/');
+    ten_buf_append(&h->arena, h->arena.data + path_off, path_len);
+    path_off = off;
+    path_len++;
+  }
+  h->target_off = path_off;
+  h->target_len = path_len;
+  return false;
 }
 
 const char *ten__request_head_check(ten__conn_t *c) {
-  const char *bad = check_and_trim_headers(&c->head);
+  refusal_t why = {0, NULL};
+  bool refused = refused_head(c, &why) || refused_absolute_form(c, &why);
   resolve_client_ip(c);
   size_t host_len = 0;
   const char *host = ten__head_get(&c->head, "host", &host_len);
   const char *domain = TEN__SETTINGS(c)->domain;
   if (host) ten_route_host(host, host_len, domain, strlen(domain), &c->route);
-  return bad;
+  return refused ? why.message : NULL;
 }
 
 void ten__request_head(ten__conn_t *c) {
@@ -256,14 +410,20 @@ void ten__request_head(ten__conn_t *c) {
                   TEN__SETTINGS(c)->keepalive_timeout > 0;
   ten__conn_arm(c, TEN__BODY_TIMEOUT_MS);
 
-  const char *bad = check_and_trim_headers(&c->head);
+  refusal_t why = {0, NULL};
+  bool refused = refused_head(c, &why) || refused_absolute_form(c, &why);
   resolve_client_ip(c);
-  if (bad) {
+  if (refused) {
     c->keep_alive = false;
     c->req_done = true; /* the framing cannot be trusted: read nothing more */
-    char detail[128];
-    snprintf(detail, sizeof detail, "\"detail\":\"%s\"", bad);
-    send_error_and_discard(c, 400, "malformed request", detail, NULL);
+    ten_buf_t detail = TEN_BUF_INIT;
+    if (why.status == 400) {
+      ten_buf_puts(&detail, "\"detail\":");
+      ten_json_quote(&detail, why.message, strlen(why.message));
+    }
+    send_error_and_discard(c, why.status, why.status == 400 ? "malformed request" : why.message,
+                           detail.data, NULL);
+    ten_buf_free(&detail);
     return;
   }
   int64_t max_body = TEN__SETTINGS(c)->max_body_size;
@@ -358,11 +518,21 @@ void ten__request_parse_error(ten__conn_t *c, llhttp_errno_t err) {
   }
   int status = 400;
   const char *message = "malformed request";
-  if (err == HPE_USER && c->obs_fold) {
-    message = "obsolete line folding in a header (RFC 9112 5.2)";
+  const char *detail_text = NULL;
+  const char *reason = llhttp_get_error_reason(&c->parser);
+  if (err == HPE_USER && c->strict_error) {
+    detail_text = c->strict_error;
+  } else if (err == HPE_INVALID_VERSION && reason &&
+             (!strcmp(reason, "Invalid HTTP version") ||
+              !strcmp(reason, "Expected HTTP/2 Connection Preface"))) {
+    status = 505;
+    message = "HTTP version not supported";
   } else if (err == HPE_USER && c->body_too_large) {
     status = 413;
     message = "request body too large";
+  } else if (err == HPE_USER && c->head.target_too_large) {
+    status = 414;
+    message = "request target too long";
   } else if (err == HPE_USER && (c->head.too_large || c->head.too_many)) {
     status = 431;
     message = c->head.too_many ? "too many header fields" : "request head too large";
@@ -372,9 +542,9 @@ void ten__request_parse_error(ten__conn_t *c, llhttp_errno_t err) {
   }
   ten_buf_t detail = TEN_BUF_INIT;
   if (status == 400) {
-    const char *reason = llhttp_get_error_reason(&c->parser);
+    if (!detail_text) detail_text = reason ? reason : "";
     ten_buf_puts(&detail, "\"detail\":");
-    ten_json_quote(&detail, reason ? reason : "", reason ? strlen(reason) : 0);
+    ten_json_quote(&detail, detail_text, strlen(detail_text));
   }
   c->mode = TEN_MODE_DISCARD;
   send_error_and_discard(c, status, message, detail.data, NULL);

@@ -121,6 +121,7 @@ static void on_connection(uv_stream_t *listener, int status) {
   llhttp_init(&c->parser, HTTP_REQUEST, ten__request_settings());
   c->parser.data = c;
   c->mode = TEN_MODE_HEAD;
+  ten__request_reset_scan(c);
   ten__conn_arm(c, TEN__KEEPALIVE_TIMEOUT_MS);
   ten__conn_update_reading(c);
 }

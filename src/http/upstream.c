@@ -26,6 +26,8 @@ static void on_up_closed(uv_handle_t *h) {
   ten__upstream_t *up = h->data;
   if (--up->open_handles > 0) return;
   pool_t *p = up->pool;
+  ten__wbatch_drop(&up->out);
+  ten_iobuf_unref(up->frame);
   ten_iobuf_unref(up->rbuf);
   ten_iobuf_unref(up->request_head);
   ten_buf_free(&up->head.arena);
@@ -107,8 +109,8 @@ void ten__up_fail(ten__upstream_t *up, int status, const char *message, int uv_e
  * connection when no body went out (so the request can be sent again). */
 static void upstream_lost(ten__upstream_t *up, int uv_err) {
   ten__conn_t *c = up->client;
-  if (c && up->reused && !up->got_bytes && !up->body_sent && !up->retried && up->request_head &&
-      !up->closing) {
+  if (c && up->reused && !up->got_bytes && !up->body_sent && !up->chunked && !up->retried &&
+      up->request_head && !up->closing) {
     pool_t *p = up->pool;
     ten__upstream_t *fresh = p->inst ? ten__up_new(p) : NULL;
     if (fresh) {
@@ -181,14 +183,39 @@ static void on_up_write(void *owner, int status, size_t len) {
     ten__conn_update_reading(up->client);
 }
 
-static void up_write(ten__upstream_t *up, ten_iobuf_t *buf, const char *data, size_t len) {
-  if (up->closing || len == 0) return;
-  int rc = ten__write(&up->h.stream, buf, data, len, on_up_write, up);
+/* Writes what was gathered: one writev per parse of client bytes. */
+static void up_flush(ten__upstream_t *up) {
+  if (up->closing || !up->out.count) return;
+  size_t bytes = up->out.bytes;
+  int rc = ten__wbatch_flush(&up->out, &up->h.stream, on_up_write, up);
   if (rc < 0) {
     upstream_lost(up, rc);
     return;
   }
-  if (rc == 0) up->write_pending += len; /* else written at once */
+  if (rc == 0) up->write_pending += bytes; /* else written at once */
+}
+
+static void up_queue(ten__upstream_t *up, ten_iobuf_t *buf, const char *data, size_t len) {
+  if (up->closing || len == 0) return;
+  if (!ten__wbatch_add(&up->out, buf, data, len)) {
+    up_flush(up);
+    if (up->closing) return;
+    ten__wbatch_add(&up->out, buf, data, len);
+  }
+}
+
+/* Queues bytes of ten's own framing (a chunk size, a CRLF), copied into a
+ * small iobuf shared by consecutive pieces so they leave as one iovec. */
+static void up_queue_frame(ten__upstream_t *up, const char *data, size_t len) {
+  if (!up->frame || up->frame_used + len > up->frame->size) {
+    ten_iobuf_unref(up->frame);
+    up->frame = ten_iobuf_get_sized(false);
+    up->frame_used = 0;
+  }
+  char *at = up->frame->data + up->frame_used;
+  memcpy(at, data, len);
+  up->frame_used += (uint32_t)len;
+  up_queue(up, up->frame, at, len);
 }
 
 bool ten__proxy_backpressure(const ten__conn_t *c) {
@@ -200,7 +227,8 @@ bool ten__proxy_backpressure(const ten__conn_t *c) {
 
 void ten__up_send_head(ten__upstream_t *up) {
   ten__conn_t *c = up->client;
-  up_write(up, up->request_head, up->request_head->data, up->request_head_len);
+  up_queue(up, up->request_head, up->request_head->data, up->request_head_len);
+  up_flush(up);
   if (up->closing || !c) return;
   arm_response_timeout(up);
   up_update_reading(up);
@@ -242,14 +270,29 @@ int ten__up_connect(ten__upstream_t *up) {
 
 void ten__proxy_body(ten__conn_t *c, ten_iobuf_t *buf, const char *data, size_t len) {
   ten__upstream_t *up = c->up;
-  if (!up || up->closing) return;
+  if (!up || up->closing || len == 0) return;
   up->body_sent = true;
-  up_write(up, buf, data, len);
+  if (up->chunked && !up->tunnel) {
+    char size[24];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    up_queue_frame(up, size, (size_t)n);
+    up_queue(up, buf, data, len);
+    up_queue_frame(up, "\r\n", 2);
+  } else {
+    up_queue(up, buf, data, len);
+  }
+}
+
+void ten__proxy_flush(ten__conn_t *c) {
+  if (c->up) up_flush(c->up);
 }
 
 void ten__proxy_request_done(ten__conn_t *c) {
   ten__upstream_t *up = c->up;
   if (!up) return;
+  if (up->chunked) up_queue_frame(up, "0\r\n\r\n", 5);
+  up_flush(up);
+  if (up->closing || c->up != up) return;
   up->req_sent = true;
   if (up->resp_done) exchange_end(up, true);
 }

@@ -63,6 +63,10 @@ struct ten__upstream {
   ten_iobuf_t *request_head; /* kept until the response starts, for a retry */
   size_t request_head_len;
 
+  ten__wbatch_t out;    /* request bytes gathered, written after each parse */
+  ten_iobuf_t *frame;   /* chunk sizes and CRLFs ten writes (re-chunking) */
+  uint32_t frame_used;
+  bool chunked;         /* the request body is re-chunked */
   size_t write_pending;
   uint64_t deadline_ms; /* loop time the timer's phase ends (see up_arm) */
   size_t last_read;     /* picks the next read buffer's size */

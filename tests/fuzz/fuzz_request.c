@@ -1,6 +1,7 @@
-/* fuzz_request: the request parser (llhttp with our callbacks and limits),
- * the head checks and the Host router, on arbitrary bytes split at an
- * arbitrary point (as two reads would deliver them). */
+/* fuzz_request: the request parser (llhttp with our callbacks, limits and
+ * strict scanners), the head checks (framing, absolute form) and the Host
+ * router, on arbitrary bytes split at an arbitrary point (as two reads
+ * would deliver them). */
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -33,23 +34,23 @@ static void run(ten__conn_t *c, const char *data, size_t len) {
     const char *start = p < end ? p : nothing;
     size_t avail = (size_t)(end - p);
     resume = false;
-    c->exec_start = start;
-    c->pause = TEN_PAUSE_NONE;
-    llhttp_errno_t e = llhttp_execute(&c->parser, start, avail);
+    const char *stop;
+    llhttp_errno_t e = ten__request_execute(c, start, avail, &stop);
     if (e == HPE_OK) {
       p = end;
       continue;
     }
     if (e != HPE_PAUSED && e != HPE_PAUSED_UPGRADE) return;
-    if (avail) p = llhttp_get_error_pos(&c->parser);
+    if (avail) p = stop;
     llhttp_resume(&c->parser);
     if (c->pause == TEN_PAUSE_HEAD) {
-      ten__request_head_check(c);
-      c->mode = TEN_MODE_PROXY;
+      if (ten__request_head_check(c)) return; /* refused: nothing more is parsed */
+      c->mode = TEN_MODE_DISCARD;
       resume = true;
     } else if (c->pause == TEN_PAUSE_DONE) {
       if (e == HPE_PAUSED_UPGRADE) return;
       c->mode = TEN_MODE_HEAD;
+      ten__request_reset_scan(c);
     }
   }
 }
@@ -64,6 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   llhttp_init(&c->parser, HTTP_REQUEST, ten__request_settings());
   c->parser.data = c;
   c->mode = TEN_MODE_HEAD;
+  ten__request_reset_scan(c);
   /* The first byte picks where the input is split into two reads. */
   size_t split = size ? data[0] % (size + 1) : 0;
   const char *text = (const char *)data + (size ? 1 : 0);
