@@ -41,6 +41,7 @@ describe("proxy", function()
       ["garbage.close"] = "this is not http\r\n\r\n",
       ["cl-te.close"] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
       ["cut.close"] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly ten b",
+      ["bad-chunk.close"] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
     }
     for name, data in pairs(responses) do assert(tt.write_file(canned_dir .. "/" .. name, data)) end
     server = ten.start { env = { CANNED_DIR = canned_dir }, config = ([[
@@ -68,6 +69,15 @@ describe("proxy", function()
   end
 
   describe("responses", function()
+    it("never forwards a chunked body whose framing is bad, and cuts the connection", function()
+      local conn = ten.connect(server.port)
+      conn:send("GET /bad-chunk.close HTTP/1.1\r\nHost: c.canned.localhost\r\n\r\n")
+      local closed, partial = closed_by_peer(conn)
+      conn:close()
+      assert.is_true(closed)
+      assert.is_nil((partial or ""):find("abc", 1, true))
+    end)
+
     it("passes a body delimited by the connection close, then closes", function()
       local resp = get("c.canned.localhost", "/no-length.close")
       assert.are.equal(200, resp.status)

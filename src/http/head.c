@@ -77,8 +77,9 @@ static bool list_has(const char *list, size_t list_len, const char *tok, size_t 
 }
 
 bool ten__is_hop_by_hop(const ten__head_t *h, const char *name, size_t len) {
-  /* Not Transfer-Encoding: bodies are forwarded with their framing intact.
-   * Not Trailer: the trailers it announces are forwarded too. */
+  /* Not Transfer-Encoding: a response body is forwarded with its framing
+   * (checked by strict.h); a request is re-framed by forward.c anyway.
+   * Not Trailer: the response trailers it announces are forwarded too. */
   static const char *const fixed[] = {
       "connection", "keep-alive",         "proxy-connection",   "te",
       "upgrade",    "proxy-authenticate", "proxy-authorization"};

@@ -82,6 +82,8 @@ static void proxy_begin(ten__conn_t *c, ten_instance_t *inst) {
   up->head_sent = up->resp_done = up->req_sent = up->body_sent = up->got_bytes = false;
   up->dechunk = false;
   up->chunked = c->body_chunked;
+  up->resp_chunked = false;
+  up->strict_error = NULL;
   up->retried = false;
   up->tunnel = up->up_eof = up->client_eof = false;
   up->resume_pending = false;

@@ -341,8 +341,19 @@ static int on_resp_headers_complete(llhttp_t *p) {
   return HPE_PAUSED;
 }
 
+/* A chunked response is checked (strict.h) before any byte of it goes to
+ * the client: bytes up to `end` are. */
+static int check_response_framing(ten__upstream_t *up, const char *end) {
+  if (!up->resp_chunked) return 0;
+  up->strict_error = ten_strict_chunked_scan(&up->body_scan, up->body_scan_pos,
+                                             (size_t)(end - up->body_scan_pos));
+  up->body_scan_pos = end;
+  return up->strict_error ? HPE_USER : 0;
+}
+
 static int on_resp_body(llhttp_t *p, const char *at, size_t len) {
   ten__upstream_t *up = p->data;
+  if (check_response_framing(up, at + len)) return HPE_USER;
   if (up->dechunk && up->client) ten__conn_write(up->client, up->rbuf, at, len);
   return 0;
 }
@@ -381,6 +392,8 @@ static void on_response_head(ten__upstream_t *up) {
   bool has_length = (up->parser.flags & F_CONTENT_LENGTH) != 0;
   bool bodyless = head_request || status == 204 || status == 304 || interim || switching;
   if (!interim && !switching) {
+    up->resp_chunked = chunked && !bodyless;
+    if (up->resp_chunked) ten_strict_chunked_init(&up->body_scan);
     if (!bodyless && !chunked && !has_length) c->keep_alive = false; /* ends at close */
     if (client_http10 && chunked && !head_request) {
       up->dechunk = true; /* HTTP/1.0 has no chunked: the close ends the body */
@@ -442,11 +455,18 @@ static void up_process(ten__upstream_t *up) {
     up->resume_pending = false;
     bool in_body = up->head_sent && !up->resp_done;
     up->pause = TEN_PAUSE_NONE;
+    up->body_scan_pos = start;
     llhttp_errno_t err = llhttp_execute(&up->parser, start, avail);
     const char *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&up->parser);
-    if (err != HPE_OK && err != HPE_PAUSED) {
+    if ((err == HPE_OK || err == HPE_PAUSED) && in_body && !up->strict_error) {
+      check_response_framing(up, stop);
+      if (!up->strict_error && up->resp_chunked && up->pause == TEN_PAUSE_DONE && !up->body_scan.done)
+        up->strict_error = "the chunked body does not end with an empty line";
+    }
+    if (up->strict_error || (err != HPE_OK && err != HPE_PAUSED)) {
       ten_log(TEN_LOG_WARN, "proxy: invalid response from %s: %s",
-              up->pool->inst ? up->pool->inst->key : "?", llhttp_get_error_reason(&up->parser));
+              up->pool->inst ? up->pool->inst->key : "?",
+              up->strict_error ? up->strict_error : llhttp_get_error_reason(&up->parser));
       up->pool->server->stats.upstream_errors[TEN_UPSTREAM_INVALID]++;
       ten__up_fail(up, 502, "invalid response from the instance", 0);
       return;

@@ -67,6 +67,10 @@ struct ten__upstream {
   ten_iobuf_t *frame;   /* chunk sizes and CRLFs ten writes (re-chunking) */
   uint32_t frame_used;
   bool chunked;         /* the request body is re-chunked */
+  bool resp_chunked;    /* the response body is chunked: checked before it is forwarded */
+  ten_strict_chunked_t body_scan;
+  const char *body_scan_pos; /* response bytes before this are checked */
+  const char *strict_error;  /* why the response was refused */
   size_t write_pending;
   uint64_t deadline_ms; /* loop time the timer's phase ends (see up_arm) */
   size_t last_read;     /* picks the next read buffer's size */
