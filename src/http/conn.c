@@ -25,32 +25,105 @@ static void flush_out(ten__conn_t *c);
 
 /* ------------------------------------------------------------ timers */
 
+/* A connection has up to three deadlines (loop time in ms, 0 = none): its
+ * phase's (head, body silence, keep-alive, linger, wake), the whole request
+ * body's (body_timeout) and the client's reading of what is sent to it
+ * (send_timeout). One timer fires at the earliest. Moving a deadline later
+ * leaves the timer alone: it fires early, finds nothing due and re-arms
+ * itself, so steady traffic does not churn the timer heap. */
+
 static void on_conn_timeout(uv_timer_t *t);
 
-/* Moves the connection's deadline. The timer is only re-armed when the new
- * deadline is earlier than the one it will fire at; otherwise it fires
- * early and re-arms itself, so steady traffic does not churn the timer heap. */
+static uint64_t earliest_deadline(const ten__conn_t *c) {
+  uint64_t d[3] = {c->deadline_ms, c->body_deadline_ms, c->send_deadline_ms}, at = 0;
+  for (int i = 0; i < 3; i++)
+    if (d[i] && (!at || d[i] < at)) at = d[i];
+  return at;
+}
+
+static void schedule(ten__conn_t *c) {
+  if (uv_is_closing((uv_handle_t *)&c->timer)) return;
+  uint64_t at = earliest_deadline(c);
+  if (!at) return; /* a running timer finds nothing due and stops */
+  uint64_t now = uv_now(c->server->loop);
+  uint64_t in = at > now ? at - now : 0;
+  if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= in) return;
+  uv_timer_start(&c->timer, on_conn_timeout, in, 0);
+}
+
 void ten__conn_arm(ten__conn_t *c, uint64_t ms) {
   c->deadline_ms = uv_now(c->server->loop) + ms;
-  if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
-  uv_timer_start(&c->timer, on_conn_timeout, ms, 0);
+  schedule(c);
+}
+
+void ten__conn_disarm(ten__conn_t *c) { c->deadline_ms = 0; }
+
+void ten__conn_arm_body_deadline(ten__conn_t *c) {
+  double seconds = TEN__SETTINGS(c)->body_timeout;
+  c->body_deadline_ms = seconds > 0 ? uv_now(c->server->loop) + ten__ms_of(seconds) : 0;
+  c->body_paused_ms = 0;
+  schedule(c);
+}
+
+static void arm_send_deadline(ten__conn_t *c) {
+  c->send_deadline_ms = uv_now(c->server->loop) + ten__ms_of(TEN__SETTINGS(c)->send_timeout);
+  schedule(c);
 }
 
 bool ten__conn_request_started(const ten__conn_t *c) {
   return c->head.arena.len > 0 || c->mode != TEN_MODE_HEAD;
 }
 
+/* The client stopped sending the body (silent for client_timeout, or the
+ * whole body took longer than body_timeout). */
+static void body_timed_out(ten__conn_t *c) {
+  if (c->mode == TEN_MODE_PROXY && c->resp_started) {
+    ten__conn_abort(c); /* half an answer went out: cut, do not complete it */
+    return;
+  }
+  if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
+  if (c->mode == TEN_MODE_DISCARD || c->resp_done) {
+    ten__conn_close(c);
+    return;
+  }
+  c->keep_alive = false;
+  c->req_done = true; /* nothing more is read: the answer ends the connection */
+  ten__conn_error(c, 408, "request timeout", NULL, NULL);
+}
+
 static void on_conn_timeout(uv_timer_t *t) {
   ten__conn_t *c = t->data;
   uint64_t now = uv_now(c->server->loop);
-  if (now < c->deadline_ms) {
-    uv_timer_start(&c->timer, on_conn_timeout, c->deadline_ms - now, 0);
+  bool phase_due = c->deadline_ms && now >= c->deadline_ms;
+  bool body_due = c->body_deadline_ms && now >= c->body_deadline_ms;
+  bool send_due = c->send_deadline_ms && now >= c->send_deadline_ms;
+  if (!phase_due && !body_due && !send_due) {
+    schedule(c);
     return;
   }
   if (c->closing) {
-    ten__conn_close(c); /* lingering close is over */
+    ten__conn_close(c); /* the lingering close is over, or the client never read the end */
     return;
   }
+  if (send_due) {
+    /* The client reads nothing of what it is sent: it holds a connection
+     * (and an upstream) for nothing. A reset: the answer is incomplete. */
+    c->server->stats.client_timeouts[TEN_CLIENT_TIMEOUT_SEND]++;
+    ten__conn_abort(c);
+    return;
+  }
+  if (body_due && !c->req_done && c->mode != TEN_MODE_HEAD) {
+    c->body_deadline_ms = 0;
+    c->server->stats.client_timeouts[TEN_CLIENT_TIMEOUT_BODY]++;
+    body_timed_out(c);
+    return;
+  }
+  c->body_deadline_ms = body_due ? 0 : c->body_deadline_ms;
+  if (!phase_due) {
+    schedule(c);
+    return;
+  }
+  c->deadline_ms = 0;
   if (c->waiting_for) {
     ten__proxy_wake_timeout(c);
     return;
@@ -59,22 +132,18 @@ static void on_conn_timeout(uv_timer_t *t) {
     ten__conn_close(c); /* idle keep-alive connection */
     return;
   }
-  if (c->mode == TEN_MODE_HEAD || (c->mode == TEN_MODE_LOCAL && !c->req_done)) {
+  if (c->mode == TEN_MODE_HEAD) {
+    c->server->stats.client_timeouts[TEN_CLIENT_TIMEOUT_HEAD]++;
     c->keep_alive = false;
     c->req_done = true; /* nothing more is read: the answer ends the connection */
     ten__conn_error(c, 408, "request timeout", NULL, NULL);
     return;
   }
   if (!c->req_done) {
-    /* The client stopped sending a body the proxy is forwarding. */
-    if (c->mode == TEN_MODE_PROXY) ten__proxy_detach(c);
-    if (!c->resp_done && c->mode == TEN_MODE_PROXY)
-      ten__conn_abort(c);
-    else
-      ten__conn_close(c);
+    c->server->stats.client_timeouts[TEN_CLIENT_TIMEOUT_BODY]++;
+    body_timed_out(c);
   }
 }
-
 
 static void on_conn_closed(uv_handle_t *h) {
   ten__conn_t *c = h->data;
@@ -86,6 +155,7 @@ static void on_conn_closed(uv_handle_t *h) {
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->stats.connections_open--;
+  if (c->refused) s->refused_lingering--;
   unmark_dirty(c);
   ten__wbatch_drop(&c->out);
   ten_iobuf_unref(c->rbuf);
@@ -179,7 +249,10 @@ void ten__conn_finish(ten__conn_t *c) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
   }
-  uv_timer_stop(&c->timer);
+  /* Only the send deadline still counts: a client that never reads the
+   * last answer must not hold the connection open forever. */
+  ten__conn_disarm(c);
+  c->body_deadline_ms = 0;
   /* The last answer may still be gathered: it goes before the FIN. */
   c->closing = false;
   flush_out(c);
@@ -215,6 +288,10 @@ static void on_client_write(void *owner, int status, size_t len) {
     if (!c->closing) ten__conn_abort(c);
     return;
   }
+  /* Progress: the client reads. The send deadline moves, or goes. */
+  if (c->writes) c->send_deadline_ms = uv_now(c->server->loop) +
+                                       ten__ms_of(TEN__SETTINGS(c)->send_timeout);
+  else c->send_deadline_ms = 0;
   if (c->closing) return;
   if (drained) client_drained(c);
 }
@@ -239,8 +316,11 @@ static void flush_out(ten__conn_t *c) {
     ten__conn_abort(c);
     return;
   }
-  if (rc == 0) c->writes++;
-  else if (client_wrote(c, bytes)) c->drained = true;
+  if (rc == 0) {
+    if (!c->writes++ && !uv_is_closing((uv_handle_t *)&c->timer)) arm_send_deadline(c);
+  } else if (client_wrote(c, bytes)) {
+    c->drained = true;
+  }
 }
 
 static void flush_now(ten__conn_t *c) {
@@ -298,7 +378,8 @@ void ten__conn_write_copy(ten__conn_t *c, const char *data, size_t len) {
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   ten__conn_t *c = h->data;
-  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(c->last_read));
+  bool queued = c->up && ten__proxy_queued(c) > 0;
+  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(c->last_read) && !queued);
   buf->base = b->data;
   buf->len = b->size;
 }
@@ -357,12 +438,21 @@ void ten__conn_update_reading(ten__conn_t *c) {
   bool in_body = c->mode != TEN_MODE_HEAD && c->mode != TEN_MODE_TUNNEL && !c->req_done;
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
-    if (in_body) ten__conn_arm(c, TEN__BODY_TIMEOUT_MS);
+    if (in_body) {
+      ten__conn_arm(c, TEN__BODY_TIMEOUT_MS);
+      if (c->body_paused_ms && c->body_deadline_ms)
+        c->body_deadline_ms += uv_now(c->server->loop) - c->body_paused_ms;
+    }
+    c->body_paused_ms = 0;
   } else if (!want && c->reading) {
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
-    /* Not reading because a peer is slow is not the client's fault. */
-    if (in_body && backpressure) uv_timer_stop(&c->timer);
+    /* Not reading because ten or the instance is not ready for more is not
+     * the client's fault: neither body clock runs meanwhile. */
+    if (in_body && !c->client_eof) {
+      ten__conn_disarm(c);
+      c->body_paused_ms = uv_now(c->server->loop);
+    }
   }
 }
 
@@ -417,6 +507,7 @@ static void conn_process(ten__conn_t *c) {
       ten__request_head(c);
     } else if (c->pause == TEN_PAUSE_DONE) {
       c->req_done = true;
+      c->body_deadline_ms = 0;
       if (c->mode == TEN_MODE_PROXY)
         ten__proxy_request_done(c);
       else if (c->mode == TEN_MODE_LOCAL)
@@ -425,7 +516,8 @@ static void conn_process(ten__conn_t *c) {
        * reset the connection for the next request (req_done is false then). */
       if (c->req_done && !c->resp_done) {
         c->blocked = true; /* the next request waits for this response */
-        uv_timer_stop(&c->timer);
+        ten__conn_disarm(c);
+        c->body_deadline_ms = 0;
       }
       ten__conn_exchange_maybe_done(c);
     }
@@ -451,6 +543,7 @@ void ten__conn_exchange_maybe_done(ten__conn_t *c) {
   c->inst = NULL;
   c->svc = NULL;
   c->discarded = 0;
+  c->body_deadline_ms = c->body_paused_ms = 0;
   ten__head_reset(&c->head);
   ten__request_reset_scan(c);
   ten__conn_arm(c, TEN__KEEPALIVE_TIMEOUT_MS);
@@ -485,9 +578,10 @@ void ten__conn_tunnel(ten__conn_t *c) {
   c->blocked = false;
   c->resp_done = false;
   release_in_flight(c); /* a tunnel is not a request in flight */
-  /* Long-lived and possibly idle for hours: no timer, but TCP keepalive so a
-   * vanished peer is noticed. */
-  uv_timer_stop(&c->timer);
+  /* Long-lived and possibly idle for hours: no deadline but the send one,
+   * and TCP keepalive so a vanished peer is noticed. */
+  ten__conn_disarm(c);
+  c->body_deadline_ms = 0;
   uv_tcp_keepalive(&c->tcp, 1, 60);
   ten__conn_process(c); /* bytes the client sent after the request */
 }

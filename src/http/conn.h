@@ -19,9 +19,13 @@
 #include <llhttp.h>
 
 /* Stop reading from a peer while this much is queued for the other side;
- * resume under the low mark. Bounds what one exchange can buffer. */
-#define TEN_HTTP_HIGH_WATER (256 * 1024)
-#define TEN_HTTP_LOW_WATER  (64 * 1024)
+ * resume under the low mark. While anything is queued, reads go into small
+ * buffers. So one direction of an exchange holds at most a large buffer's
+ * worth (64 KB) in ten, however slowly the other side reads: like haproxy's
+ * two buffers, a few tens of KB per connection. The kernel's socket buffers
+ * do the rest. */
+#define TEN_HTTP_HIGH_WATER (32 * 1024)
+#define TEN_HTTP_LOW_WATER  (16 * 1024)
 
 #define TEN_HTTP_MAX_HEADERS    100
 #define TEN_HTTP_MAX_HEAD       (60 * 1024) /* the most max_header_size may be */
@@ -142,11 +146,15 @@ struct ten__conn {
   unsigned writes;      /* write requests in flight */
   bool drained;         /* written at once below the low-water mark: tell
                            the proxy on the flush pass, not mid-callback */
+  bool refused;       /* over max_connections: answered 503, lingering */
   char client_ip[48]; /* the peer */
   char real_ip[48];   /* the client, looking through trusted proxies */
   bool peer_trusted;  /* the peer is in settings.trusted_proxies */
   bool upgrade;       /* the request asks for a protocol upgrade */
-  uint64_t deadline_ms;       /* loop time the timer's phase ends (see arm) */
+  uint64_t deadline_ms;       /* loop time the timer's phase ends (see conn.c); 0 none */
+  uint64_t body_deadline_ms;  /* the whole request body must be in by then (body_timeout) */
+  uint64_t body_paused_ms;    /* since when ten has not been reading the body (not counted) */
+  uint64_t send_deadline_ms;  /* the client must have read some of its answer by then */
   void (*local_close_fn)(void *ctx); /* an unfinished local answer learns of a close */
   void *local_close_ctx;
   bool streaming;             /* a local handler streams its answer */
@@ -183,6 +191,7 @@ struct ten_http_server {
   uv_check_t flusher;      /* after each loop turn's I/O: flush batched writes */
   struct ten__conn *dirty; /* connections with batched writes */
   char route_hook_error[512]; /* the route hook's last failure */
+  unsigned refused_lingering;  /* refused connections still closing gracefully */
 };
 
 static inline uint64_t ten__ms_of(double seconds) {
@@ -195,8 +204,12 @@ static inline uint64_t ten__ms_of(double seconds) {
 
 /* ---- conn.c: the connection */
 
-/* Moves the connection's deadline (lazily: see conn.c). */
+/* Moves the deadline of the connection's phase (lazily: see conn.c);
+ * disarm: the phase has none (the body and send deadlines still count). */
 void ten__conn_arm(ten__conn_t *c, uint64_t ms);
+void ten__conn_disarm(ten__conn_t *c);
+/* A request body begins: it must be complete within body_timeout. */
+void ten__conn_arm_body_deadline(ten__conn_t *c);
 /* Some byte of a request arrived on this connection (it is not idle). */
 bool ten__conn_request_started(const ten__conn_t *c);
 /* Closes now; pending writes are cancelled. */
@@ -288,6 +301,8 @@ void ten__proxy_request_done(ten__conn_t *c);
 void ten__proxy_detach(ten__conn_t *c);
 /* The client drained below the low mark: reading the upstream may resume. */
 void ten__proxy_client_drained(ten__conn_t *c);
+/* Request bytes queued to the upstream and not yet written. */
+size_t ten__proxy_queued(const ten__conn_t *c);
 /* The upstream queue is above the high mark: true while the client must wait. */
 bool ten__proxy_backpressure(const ten__conn_t *c);
 /* Writes what the connection gathered now instead of at the end of the

@@ -17,7 +17,9 @@
 #include <stdint.h>
 
 #define TEN_IOBUF_SMALL (8 * 1024)
-#define TEN_IOBUF_SIZE  (64 * 1024) /* large */
+/* Large: the mapping (header + data) is exactly 64 KiB, 16 pages, not 17. */
+#define TEN_IOBUF_MAP   (64 * 1024)
+#define TEN_IOBUF_SIZE  (TEN_IOBUF_MAP - 16)
 
 typedef struct ten_iobuf {
   uint32_t refs;
@@ -25,6 +27,7 @@ typedef struct ten_iobuf {
   struct ten_iobuf *_next_free;
   char data[];
 } ten_iobuf_t;
+_Static_assert(sizeof(ten_iobuf_t) == 16, "TEN_IOBUF_SIZE assumes a 16-byte header");
 
 /* A large buffer with one reference. Aborts on OOM. */
 ten_iobuf_t *ten_iobuf_get(void);

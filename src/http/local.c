@@ -66,8 +66,9 @@ void ten_http_stream_begin(ten_http_request_t *c, int status, const char *conten
   ten_buf_free(&out);
   c->streaming = true;
   c->resp_started = true;
-  /* A stream may idle for a long time: no deadline, but TCP keepalive. */
-  uv_timer_stop(&c->timer);
+  /* A stream may idle for a long time: only the send deadline (a reader
+   * that stops reading is cut), and TCP keepalive. */
+  ten__conn_disarm(c);
   uv_tcp_keepalive(&c->tcp, 1, 60);
 }
 

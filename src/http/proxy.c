@@ -106,7 +106,7 @@ static void on_woken(ten_hv_waiter_t *w, int status) {
   ten_instance_t *inst = c->waiting_for;
   c->waiting_for = NULL;
   if (c->closing) return;
-  uv_timer_stop(&c->timer);
+  ten__conn_disarm(c);
   if (status == 0) {
     proxy_begin(c, inst);
     if (!c->closing && !c->blocked) ten__conn_unblock(c);

@@ -426,6 +426,7 @@ void ten__request_head(ten__conn_t *c) {
     ten_buf_free(&detail);
     return;
   }
+  if (c->body_chunked || c->body_length > 0) ten__conn_arm_body_deadline(c);
   int64_t max_body = TEN__SETTINGS(c)->max_body_size;
   if (max_body > 0 && (c->parser.flags & F_CONTENT_LENGTH) &&
       c->parser.content_length > (uint64_t)max_body) {

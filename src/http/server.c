@@ -76,6 +76,30 @@ static void close_last_handles(ten_http_server_t *s) {
 
 /* ------------------------------------------------------------ accepting */
 
+/* Over max_connections: a short 503 and a graceful close. The request the
+ * client already sent is read and dropped while the close lingers, so the
+ * kernel does not answer it with a reset that destroys the 503 in flight.
+ * Lingering refusals are bounded too; beyond that a refusal is a plain
+ * close, costing the connections already open nothing. */
+#define REFUSED_LINGER_MAX 256
+
+static void refuse_busy(ten_http_server_t *s, ten__conn_t *c) {
+  static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 33\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                             "{\"error\":\"too many connections\"}\n";
+  s->stats.connections_refused++;
+  if (s->refused_lingering >= REFUSED_LINGER_MAX) {
+    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
+    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    ten__conn_close_handles(c);
+    return;
+  }
+  s->refused_lingering++;
+  c->refused = true;
+  ten__conn_write_copy(c, busy, sizeof busy - 1);
+  ten__conn_finish(c);
+}
+
 static void on_connection(uv_stream_t *listener, int status) {
   ten_http_server_t *s = listener->data;
   if (status < 0) {
@@ -98,16 +122,12 @@ static void on_connection(uv_stream_t *listener, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  llhttp_init(&c->parser, HTTP_REQUEST, ten__request_settings());
+  c->parser.data = c;
+  c->mode = TEN_MODE_HEAD;
+  ten__request_reset_scan(c);
   if (s->stats.connections_open > (uint64_t)s->config->settings.max_connections) {
-    /* Over the limit: a short answer and a close, costing the connections
-     * already open nothing. */
-    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                               "Content-Length: 33\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-                               "{\"error\":\"too many connections\"}\n";
-    uv_buf_t b = uv_buf_init((char *)busy, sizeof busy - 1);
-    uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    s->stats.connections_refused++;
-    ten__conn_close_handles(c);
+    refuse_busy(s, c);
     return;
   }
   struct sockaddr_storage peer;
@@ -118,10 +138,6 @@ static void on_connection(uv_stream_t *listener, int status) {
     else if (peer.ss_family == AF_INET6)
       uv_ip6_name((struct sockaddr_in6 *)&peer, c->client_ip, sizeof c->client_ip);
   }
-  llhttp_init(&c->parser, HTTP_REQUEST, ten__request_settings());
-  c->parser.data = c;
-  c->mode = TEN_MODE_HEAD;
-  ten__request_reset_scan(c);
   ten__conn_arm(c, TEN__KEEPALIVE_TIMEOUT_MS);
   ten__conn_update_reading(c);
 }

@@ -56,6 +56,14 @@ typedef enum ten_upstream_error {
   TEN_UPSTREAM_ERROR_KINDS
 } ten_upstream_error_t;
 
+/* Clients cut off for being slow (tenement_client_timeouts_total{kind}). */
+typedef enum ten_client_timeout {
+  TEN_CLIENT_TIMEOUT_HEAD, /* the request head took longer than header_timeout */
+  TEN_CLIENT_TIMEOUT_BODY, /* the body was silent for client_timeout, or took over body_timeout */
+  TEN_CLIENT_TIMEOUT_SEND, /* the client read nothing of its answer for send_timeout */
+  TEN_CLIENT_TIMEOUT_KINDS
+} ten_client_timeout_t;
+
 /* Counters for /health and /metrics. */
 typedef struct ten_http_stats {
   uint64_t connections_total;
@@ -65,6 +73,7 @@ typedef struct ten_http_stats {
   uint64_t connections_refused; /* over max_connections */
   uint64_t route_hook_errors;
   uint64_t upstream_errors[TEN_UPSTREAM_ERROR_KINDS];
+  uint64_t client_timeouts[TEN_CLIENT_TIMEOUT_KINDS];
 } ten_http_stats_t;
 const ten_http_stats_t *ten_http_stats(const ten_http_server_t *s);
 /* Writes the proxy's metric families (requests, durations, upstream

@@ -218,6 +218,8 @@ static void up_queue_frame(ten__upstream_t *up, const char *data, size_t len) {
   up_queue(up, up->frame, at, len);
 }
 
+size_t ten__proxy_queued(const ten__conn_t *c) { return c->up ? c->up->write_pending : 0; }
+
 bool ten__proxy_backpressure(const ten__conn_t *c) {
   return c->up && (!c->up->connected || c->up->write_pending >= TEN_HTTP_HIGH_WATER);
 }
@@ -512,7 +514,8 @@ static void up_process(ten__upstream_t *up) {
 
 static void on_up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   ten__upstream_t *up = h->data;
-  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(up->last_read));
+  bool queued = up->client && up->client->write_pending > 0;
+  ten_iobuf_t *b = ten_iobuf_get_sized(ten_iobuf_want_large(up->last_read) && !queued);
   buf->base = b->data;
   buf->len = b->size;
 }

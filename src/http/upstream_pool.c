@@ -152,6 +152,14 @@ void ten_http_metrics(ten_http_server_t *s, ten_buf_t *out) {
     ten_label_t l[] = {{"kind", upstream_error_names[k]}};
     ten_metric_sample(out, "tenement_upstream_errors_total", l, 1, (double)s->stats.upstream_errors[k]);
   }
+  static const char *const timeout_names[TEN_CLIENT_TIMEOUT_KINDS] = {"head", "body", "send"};
+  ten_metric_family(out, "tenement_client_timeouts_total", "counter",
+                    "Client connections cut off for being slow, by what they were slow at.");
+  for (int k = 0; k < TEN_CLIENT_TIMEOUT_KINDS; k++) {
+    ten_label_t l[] = {{"kind", timeout_names[k]}};
+    ten_metric_sample(out, "tenement_client_timeouts_total", l, 1,
+                      (double)s->stats.client_timeouts[k]);
+  }
   ten_metric_single(out, "tenement_connections", "gauge", "Open client connections.",
                     (double)s->stats.connections_open);
   ten_metric_single(out, "tenement_connections_refused_total", "counter",

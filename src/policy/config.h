@@ -100,6 +100,8 @@ typedef struct ten_settings {
   int64_t max_body_size;       /* request body bytes (413 above); 0 = no limit */
   double header_timeout;       /* seconds to send a request head (408 after) */
   double client_timeout;       /* seconds of silence while sending a body */
+  double body_timeout;         /* seconds the whole request body may take; 0 = no limit */
+  double send_timeout;         /* seconds a client may read nothing of its answer */
   double keepalive_timeout;    /* seconds an idle keep-alive connection stays */
   ten_cidr_t *trusted_proxies; /* peers whose X-Forwarded-* are kept */
   size_t trusted_proxy_count;

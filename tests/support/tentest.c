@@ -584,6 +584,89 @@ static int l_free_port(lua_State *L) {
   return 1;
 }
 
+/* exchange(port, bytes [, timeout_ms]) -> received, how: sends the bytes
+ * to 127.0.0.1:port and reads until the peer is done; how is "eof" (a
+ * clean close), "reset" (the kernel got a RST: LuaSocket reports that as
+ * "closed" too, so specs that must tell them apart use this) or "timeout". */
+static int l_exchange(lua_State *L) {
+  int port = (int)luaL_checkinteger(L, 1);
+  size_t len;
+  const char *bytes = luaL_checklstring(L, 2, &len);
+  int timeout_ms = (int)luaL_optinteger(L, 3, 5000);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(L, "socket", NULL);
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return fail(L, "connect", NULL);
+  }
+  struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  const char *how = "eof";
+  size_t sent = 0;
+  while (sent < len) {
+    ssize_t n = send(fd, bytes + sent, len - sent, MSG_NOSIGNAL);
+    if (n <= 0) break; /* the peer closed: what it answered is still read */
+    sent += (size_t)n;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (;;) {
+    char chunk[4096];
+    ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      luaL_addlstring(&b, chunk, (size_t)n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) how = errno == ECONNRESET ? "reset" : (errno == EAGAIN || errno == EWOULDBLOCK) ? "timeout" : "error";
+    break;
+  }
+  close(fd);
+  luaL_pushresult(&b);
+  lua_pushstring(L, how);
+  return 2;
+}
+
+/* hold(port, bytes [, rcvbuf]) -> fd: a client that sends the bytes and then
+ * reads nothing, with a small receive buffer so that what the server
+ * cannot send piles up in the server rather than in the kernel. Close it
+ * with release(fd). */
+static int l_hold(lua_State *L) {
+  int port = (int)luaL_checkinteger(L, 1);
+  size_t len;
+  const char *bytes = luaL_checklstring(L, 2, &len);
+  int rcvbuf = (int)luaL_optinteger(L, 3, 4096);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(L, "socket", NULL);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf); /* before connect: sets the window */
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || send(fd, bytes, len, MSG_NOSIGNAL) != (ssize_t)len) {
+    int e = errno;
+    close(fd);
+    errno = e;
+    return fail(L, "connect/send", NULL);
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int l_release(lua_State *L) {
+  close((int)luaL_checkinteger(L, 1));
+  return 0;
+}
+
 /* --- files and temp dirs ------------------------------------------------- */
 
 /* $TMPDIR (if absolute) or /tmp, without trailing slashes. */
@@ -783,6 +866,8 @@ static const luaL_Reg funcs[] = {
   {"descendants", l_descendants}, {"sleep", l_sleep},
   {"now_ms", l_now_ms},       {"getpid", l_getpid},
   {"getuid", l_getuid},       {"free_port", l_free_port},
+  {"exchange", l_exchange},  {"hold", l_hold},
+  {"release", l_release},
   {"mkdtemp", l_mkdtemp},     {"rm_rf", l_rm_rf},
   {"write_file", l_write_file}, {"read_file", l_read_file},
   {"chmod", l_chmod},         {"stat", l_stat},
