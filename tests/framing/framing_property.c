@@ -61,12 +61,13 @@ typedef struct buf {
 } buf_t;
 
 static void buf_add(buf_t *b, const void *p, size_t n) {
+  if (n == 0 && b->data) return;
   if (b->len + n + 1 > b->cap) {
     b->cap = (b->len + n + 1) * 2;
     b->data = realloc(b->data, b->cap);
     if (!b->data) die("out of memory");
   }
-  memcpy(b->data + b->len, p, n);
+  if (n) memcpy(b->data + b->len, p, n);
   b->len += n;
   b->data[b->len] = '\0';
 }
