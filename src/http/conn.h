@@ -71,6 +71,16 @@ typedef struct ten__head {
   bool too_many;
 } ten__head_t;
 
+/* Where llhttp_execute stopped in [start, start + avail]. Its error position
+ * is stale after an empty call (finishing a bodiless message) or a call on
+ * a parser already in error: then it is not trusted. */
+static inline const char *ten__parse_stop(const llhttp_t *p, llhttp_errno_t err, const char *start,
+                                          size_t avail) {
+  const char *pos = err == HPE_OK ? start + avail : llhttp_get_error_pos(p);
+  uintptr_t at = (uintptr_t)pos, lo = (uintptr_t)start; /* pos may point anywhere */
+  return at >= lo && at <= lo + avail ? pos : start + avail;
+}
+
 void ten__head_reset(ten__head_t *h);
 int ten__head_append(ten__head_t *h, int kind, const char *at, size_t len);
 const char *ten__head_get(const ten__head_t *h, const char *name, size_t *len);

@@ -127,7 +127,7 @@ llhttp_errno_t ten__request_execute(ten__conn_t *c, const char *start, size_t av
   c->pause = TEN_PAUSE_NONE;
   c->body_scan_pos = start;
   llhttp_errno_t err = llhttp_execute(&c->parser, start, avail);
-  *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&c->parser);
+  *stop = ten__parse_stop(&c->parser, err, start, avail);
   if (c->strict_error) return HPE_USER; /* refused by on_body's check */
   bool failed = err != HPE_OK && err != HPE_PAUSED && err != HPE_PAUSED_UPGRADE;
   const char *bad = NULL;

@@ -459,7 +459,7 @@ static void up_process(ten__upstream_t *up) {
     up->pause = TEN_PAUSE_NONE;
     up->body_scan_pos = start;
     llhttp_errno_t err = llhttp_execute(&up->parser, start, avail);
-    const char *stop = err == HPE_OK ? start + avail : llhttp_get_error_pos(&up->parser);
+    const char *stop = ten__parse_stop(&up->parser, err, start, avail);
     if ((err == HPE_OK || err == HPE_PAUSED) && in_body && !up->strict_error) {
       check_response_framing(up, stop);
       if (!up->strict_error && up->resp_chunked && up->pause == TEN_PAUSE_DONE && !up->body_scan.done)
