@@ -10,6 +10,7 @@
 #include <sys/random.h>
 
 #include "obs/db.h"
+#include "obs/metrics.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/map.h"
@@ -47,9 +48,11 @@ struct ten_auth {
   ten_map_t failures; /* client address -> failures_t* */
   ten_map_t inflight; /* sha256(token) -> verify_t* being verified now */
   size_t token_count;
+  size_t address_max;  /* addresses remembered at most */
   uint64_t generation; /* bumped on every change: late verifications are not cached */
   unsigned pending;    /* threadpool work in flight */
   bool freeing;
+  ten_auth_stats_t stats;
 };
 
 /* One Argon2 verification on the threadpool. Requests that bring the same
@@ -62,6 +65,7 @@ typedef struct verify {
   uint64_t generation;
   char *token;
   unsigned char digest[32];
+  bool ran_argon2; /* the id was found: its hash was checked */
   bool valid;
   ten_auth_identity_t id;
   ten_auth_check_t *waiters;
@@ -265,6 +269,7 @@ ten_auth_t *ten_auth_new(uv_loop_t *loop, const char *db_path, ten_err_t *err) {
   ten_auth_t *a = ten_xcalloc(1, sizeof *a);
   a->loop = loop;
   a->db_path = ten_xstrdup(db_path);
+  a->address_max = FAIL_TABLE_MAX;
   /* Before the loop runs: the one synchronous read. */
   if (ten_db_file_config_scan(db_path, "token:", count_row, &a->token_count, err)) {
     ten_auth_free(a);
@@ -347,7 +352,7 @@ void ten_auth_changed(ten_auth_t *a) {
 static failures_t *failures_of(ten_auth_t *a, const char *ip, bool create) {
   failures_t *f = ten_map_get(&a->failures, ip, strlen(ip));
   if (f || !create) return f;
-  if (a->failures.count >= FAIL_TABLE_MAX) {
+  if (a->failures.count >= a->address_max) {
     /* Forget addresses whose window and block are over. */
     uint64_t now = ten_now_ms();
     ten_map_entry_t *e;
@@ -357,7 +362,7 @@ static failures_t *failures_of(ten_auth_t *a, const char *ip, bool create) {
         free(ten_map_del(&a->failures, e->key, e->key_len));
       }
     }
-    if (a->failures.count >= FAIL_TABLE_MAX) return NULL; /* under attack from everywhere */
+    if (a->failures.count >= a->address_max) return NULL; /* under attack from everywhere */
   }
   f = ten_xcalloc(1, sizeof *f);
   ten_map_put(&a->failures, ip, strlen(ip), f);
@@ -372,6 +377,7 @@ static int blocked_for(ten_auth_t *a, const char *ip) {
 }
 
 static void record_failure(ten_auth_t *a, const char *ip) {
+  a->stats.failures++;
   failures_t *f = failures_of(a, ip, true);
   if (!f) return;
   uint64_t now = ten_now_ms();
@@ -397,7 +403,8 @@ static void verify_work(uv_work_t *w) {
   row_lookup_t l = {.want_id = id};
   ten_err_t err;
   if (ten_db_file_config_scan(v->auth->db_path, "token:", on_row, &l, &err) == 0 && l.found &&
-      l.hash && argon2id_verify(l.hash, secret, strlen(secret)) == ARGON2_OK) {
+      l.hash && (v->ran_argon2 = true) &&
+      argon2id_verify(l.hash, secret, strlen(secret)) == ARGON2_OK) {
     v->valid = true;
     v->id.admin = l.tenant == NULL;
     snprintf(v->id.tenant, sizeof v->id.tenant, "%s", l.tenant ? l.tenant : "");
@@ -410,6 +417,7 @@ static void verify_done(uv_work_t *w, int status) {
   verify_t *v = ten_container_of(w, verify_t, work);
   ten_auth_t *a = v->auth;
   if (!a->freeing) {
+    if (v->ran_argon2) a->stats.verifications++;
     if (ten_map_get(&a->inflight, (const char *)v->digest, sizeof v->digest) == v)
       ten_map_del(&a->inflight, (const char *)v->digest, sizeof v->digest);
     if (v->valid && v->generation == a->generation) {
@@ -450,6 +458,7 @@ ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t heade
   }
   int wait = blocked_for(a, client_ip);
   if (wait) {
+    a->stats.throttled++;
     cb(ctx, TEN_AUTH_THROTTLED, NULL, wait);
     return NULL;
   }
@@ -512,3 +521,26 @@ ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t heade
 void ten_auth_cancel(ten_auth_check_t *c) {
   if (c) c->cancelled = true;
 }
+
+/* ------------------------------------------------------------ stats */
+
+void ten_auth_stats(const ten_auth_t *a, ten_auth_stats_t *out) {
+  *out = a->stats;
+  out->addresses = a->failures.count;
+}
+
+void ten_auth_metrics(const ten_auth_t *a, ten_buf_t *out) {
+  ten_auth_stats_t st;
+  ten_auth_stats(a, &st);
+  ten_metric_single(out, "tenement_auth_verifications_total", "counter",
+                    "Argon2id token verifications run.", (double)st.verifications);
+  ten_metric_single(out, "tenement_auth_failures_total", "counter",
+                    "API requests with a wrong, unknown or malformed token.", (double)st.failures);
+  ten_metric_single(out, "tenement_auth_throttled_total", "counter",
+                    "API requests answered 429 for an address's failed attempts.",
+                    (double)st.throttled);
+  ten_metric_single(out, "tenement_auth_addresses", "gauge",
+                    "Client addresses whose recent attempts are remembered.", (double)st.addresses);
+}
+
+void ten__auth_set_address_max(ten_auth_t *a, size_t max) { a->address_max = max; }

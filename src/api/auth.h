@@ -21,6 +21,7 @@
 
 #include <uv.h>
 
+#include "util/buf.h"
 #include "util/common.h"
 
 #define TEN_TENANT_MAX 64
@@ -76,5 +77,21 @@ int ten_auth_token_revoke(const char *db_path, const char *name, ten_err_t *err)
 
 /* Is this address loopback (127/8, ::1, ::ffff:127.x)? */
 bool ten_auth_is_loopback(const char *ip);
+
+/* ---- what the checks cost: /metrics, and tests that count ---- */
+
+typedef struct ten_auth_stats {
+  uint64_t verifications; /* Argon2 verifications run (the expensive part) */
+  uint64_t failures;      /* attempts that failed: wrong, unknown or malformed tokens */
+  uint64_t throttled;     /* answers THROTTLED */
+  size_t addresses;       /* client addresses remembered now */
+} ten_auth_stats_t;
+
+void ten_auth_stats(const ten_auth_t *a, ten_auth_stats_t *out);
+/* The tenement_auth_* families, in Prometheus text. */
+void ten_auth_metrics(const ten_auth_t *a, ten_buf_t *out);
+
+/* Tests only: how many client addresses are remembered (default 10000). */
+void ten__auth_set_address_max(ten_auth_t *a, size_t max);
 
 #endif

@@ -197,9 +197,12 @@ TEST(check_valid) {
   if (!auth) return;
   CHECK_EQ(ten_auth_token_count(auth), 2);
   bool sync;
+  ten_auth_stats_t st;
   /* First time: verified on the threadpool. */
   CHECK_EQ(check(auth, bearer_admin, "10.1.1.1", &sync), TEN_AUTH_OK);
   CHECK(!sync);
+  ten_auth_stats(auth, &st);
+  CHECK_EQ(st.verifications, 1);
   CHECK(got.has_id);
   CHECK(got.id.admin);
   CHECK_STR(got.id.name, "ops");
@@ -211,6 +214,8 @@ TEST(check_valid) {
   CHECK_STR(got.id.name, "ops");
   CHECK_EQ(check(auth, bearer_admin, "192.168.0.9", &sync), TEN_AUTH_OK);
   CHECK(sync);
+  ten_auth_stats(auth, &st);
+  CHECK_EQ(st.verifications, 1); /* the cache answered */
   /* The scheme is case-insensitive. */
   char lower[256];
   snprintf(lower, sizeof lower, "bearer %s", admin_token);
