@@ -47,7 +47,8 @@ struct ten_auth {
   ten_map_t cache;    /* sha256(token) (32 bytes) -> cached_t* */
   ten_map_t failures; /* client address -> failures_t* */
   ten_map_t inflight; /* sha256(token) -> verify_t* being verified now */
-  size_t token_count;
+  ten_map_t ids;      /* token ids in the table as last read -> (void *)1 */
+  uint64_t ids_generation; /* the change the ids were read after */
   size_t address_max;  /* addresses remembered at most */
   uint64_t generation; /* bumped on every change: late verifications are not cached */
   unsigned pending;    /* threadpool work in flight */
@@ -100,19 +101,24 @@ static void hex(const unsigned char *in, size_t len, char *out) {
   out[2 * len] = '\0';
 }
 
-/* "ten_<8 hex>_<secret>": the row id, or false if it is not shaped so. */
-static bool split_token(const char *token, char id[9], const char **secret) {
-  size_t n = strlen(TOKEN_PREFIX);
-  if (strncmp(token, TOKEN_PREFIX, n) != 0 || strlen(token) < n + 10) return false;
+/* "ten_<8 hex>_<secret>" (not NUL-terminated): the row id, or false if it
+ * is not shaped so. */
+static bool token_id(const char *token, size_t len, char id[9]) {
+  size_t n = sizeof TOKEN_PREFIX - 1;
+  if (len < n + 10 || memcmp(token, TOKEN_PREFIX, n) != 0 || token[n + 8] != '_') return false;
   for (int i = 0; i < 8; i++) {
     char c = token[n + i];
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
     id[i] = c;
   }
   id[8] = '\0';
-  if (token[n + 8] != '_') return false;
-  *secret = token + n + 9;
-  return **secret != '\0';
+  return true;
+}
+
+static bool split_token(const char *token, char id[9], const char **secret) {
+  if (!token_id(token, strlen(token), id)) return false;
+  *secret = token + sizeof TOKEN_PREFIX - 1 + 9;
+  return true;
 }
 
 /* ------------------------------------------------------------ token rows */
@@ -263,7 +269,11 @@ int ten_auth_token_revoke(const char *db_path, const char *name, ten_err_t *err)
 
 /* ------------------------------------------------------------ the server side */
 
-static void count_row(void *ctx, const char *key, const char *value) { (*(size_t *)ctx)++; }
+static void collect_id(void *ctx, const char *key, const char *value) {
+  (void)value;
+  const char *id = key + strlen("token:");
+  ten_map_put(ctx, id, strlen(id), (void *)1);
+}
 
 ten_auth_t *ten_auth_new(uv_loop_t *loop, const char *db_path, ten_err_t *err) {
   ten_auth_t *a = ten_xcalloc(1, sizeof *a);
@@ -271,7 +281,7 @@ ten_auth_t *ten_auth_new(uv_loop_t *loop, const char *db_path, ten_err_t *err) {
   a->db_path = ten_xstrdup(db_path);
   a->address_max = FAIL_TABLE_MAX;
   /* Before the loop runs: the one synchronous read. */
-  if (ten_db_file_config_scan(db_path, "token:", count_row, &a->token_count, err)) {
+  if (ten_db_file_config_scan(db_path, "token:", collect_id, &a->ids, err)) {
     ten_auth_free(a);
     return NULL;
   }
@@ -294,6 +304,7 @@ void ten_auth_free(ten_auth_t *a) {
   if (!a) return;
   clear_cache(a);
   clear_failures(a);
+  ten_map_free(&a->ids);
   ten_map_free(&a->inflight); /* the verifications own themselves */
   if (a->pending) {
     /* Work still on the threadpool frees itself and then us. */
@@ -304,20 +315,7 @@ void ten_auth_free(ten_auth_t *a) {
   free(a);
 }
 
-size_t ten_auth_token_count(const ten_auth_t *a) { return a->token_count; }
-
-typedef struct recount {
-  uv_work_t work;
-  ten_auth_t *auth;
-  size_t count;
-  int rc;
-} recount_t;
-
-static void recount_work(uv_work_t *w) {
-  recount_t *r = ten_container_of(w, recount_t, work);
-  ten_err_t err;
-  r->rc = ten_db_file_config_scan(r->auth->db_path, "token:", count_row, &r->count, &err);
-}
+size_t ten_auth_token_count(const ten_auth_t *a) { return a->ids.count; }
 
 static void release_pending(ten_auth_t *a) {
   if (--a->pending == 0 && a->freeing) {
@@ -326,24 +324,60 @@ static void release_pending(ten_auth_t *a) {
   }
 }
 
-static void recount_done(uv_work_t *w, int status) {
-  recount_t *r = ten_container_of(w, recount_t, work);
+/* ---- re-reading the token ids ---- */
+
+typedef struct reread {
+  uv_work_t work;
+  ten_auth_t *auth;
+  uint64_t generation;
+  ten_map_t ids;
+  int rc;
+  ten_err_t err;
+  void (*done)(void *ctx);
+  void *done_ctx;
+} reread_t;
+
+static void reread_work(uv_work_t *w) {
+  reread_t *r = ten_container_of(w, reread_t, work);
+  r->rc = ten_db_file_config_scan(r->auth->db_path, "token:", collect_id, &r->ids, &r->err);
+}
+
+static void reread_done(uv_work_t *w, int status) {
+  reread_t *r = ten_container_of(w, reread_t, work);
   ten_auth_t *a = r->auth;
-  if (status == 0 && r->rc == 0 && !a->freeing) a->token_count = r->count;
+  if (!a->freeing) {
+    if (status < 0 || r->rc) {
+      ten_log(TEN_LOG_WARN, "auth: cannot re-read the tokens: %s",
+              status < 0 ? uv_strerror(status) : r->err.msg);
+    } else if (r->generation > a->ids_generation) { /* re-reads may finish out of order */
+      ten_map_free(&a->ids);
+      a->ids = r->ids;
+      a->ids_generation = r->generation;
+      r->ids = (ten_map_t)TEN_MAP_INIT;
+    }
+    if (r->done) r->done(r->done_ctx);
+  }
+  ten_map_free(&r->ids);
   free(r);
   release_pending(a);
 }
 
-void ten_auth_changed(ten_auth_t *a) {
+void ten_auth_changed(ten_auth_t *a, void (*done)(void *ctx), void *ctx) {
   /* Revocation takes effect now: nothing verified earlier is trusted. */
   clear_cache(a);
   a->generation++;
-  recount_t *r = ten_xcalloc(1, sizeof *r);
+  reread_t *r = ten_xcalloc(1, sizeof *r);
   r->auth = a;
+  r->generation = a->generation;
+  r->done = done;
+  r->done_ctx = ctx;
   a->pending++;
-  if (uv_queue_work(a->loop, &r->work, recount_work, recount_done) < 0) {
-    free(r);
+  int rc = uv_queue_work(a->loop, &r->work, reread_work, reread_done);
+  if (rc < 0) {
     a->pending--;
+    free(r);
+    ten_log(TEN_LOG_WARN, "auth: cannot re-read the tokens: %s", uv_strerror(rc));
+    if (done) done(ctx);
   }
 }
 
@@ -400,6 +434,8 @@ static void verify_work(uv_work_t *w) {
   char id[9];
   const char *secret;
   if (!split_token(v->token, id, &secret)) return;
+  /* The table, not the loop's list of ids, decides: a revocation may not
+   * have reached that list yet. */
   row_lookup_t l = {.want_id = id};
   ten_err_t err;
   if (ten_db_file_config_scan(v->auth->db_path, "token:", on_row, &l, &err) == 0 && l.found &&
@@ -446,7 +482,7 @@ static void verify_done(uv_work_t *w, int status) {
 ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t header_len,
                                  const char *client_ip, ten_auth_cb cb, void *ctx) {
   bool loopback = ten_auth_is_loopback(client_ip);
-  if (a->token_count == 0) {
+  if (a->ids.count == 0) {
     /* No token yet: the API is the local operator's only. */
     if (loopback) {
       ten_auth_identity_t local = {.admin = true, .name = "loopback"};
@@ -485,6 +521,12 @@ ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t heade
   cached_t *hit = ten_map_get(&a->cache, (const char *)digest, sizeof digest);
   if (hit && hit->expires_ms > ten_now_ms()) {
     cb(ctx, TEN_AUTH_OK, &hit->id, 0);
+    return NULL;
+  }
+  char id[9];
+  if (!token_id(token, token_len, id) || !ten_map_get(&a->ids, id, strlen(id))) {
+    record_failure(a, client_ip); /* no id, no verification */
+    cb(ctx, TEN_AUTH_INVALID, NULL, 0);
     return NULL;
   }
   ten_auth_check_t *c = ten_xcalloc(1, sizeof *c);

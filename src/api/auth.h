@@ -7,6 +7,8 @@
  * token is cached (keyed by its SHA-256, for a minute), and requests that
  * bring a token while it is being verified wait for that one verification.
  * Any change to the tokens (`ten token-revoke`) empties the cache at once.
+ * The loop knows which ids exist (re-read on every change): a token whose
+ * id does not exist is refused at once and never costs a verification.
  *
  * A tenant token acts only on instances whose id is its tenant. Failed
  * attempts are counted per client address, so one attacker is slowed down
@@ -48,14 +50,16 @@ typedef void (*ten_auth_cb)(void *ctx, ten_auth_outcome_t outcome, const ten_aut
 
 ten_auth_t *ten_auth_new(uv_loop_t *loop, const char *db_path, ten_err_t *err);
 void ten_auth_free(ten_auth_t *a);
-/* Re-reads the token table (on the threadpool) and empties the cache. */
-void ten_auth_changed(ten_auth_t *a);
+/* The token table changed: empties the cache now, re-reads the token ids
+ * (on the threadpool), then calls done (may be NULL) once they are in use
+ * (or could not be read: the old ones stay, the table still decides). */
+void ten_auth_changed(ten_auth_t *a, void (*done)(void *ctx), void *ctx);
 /* How many tokens exist (as of the last read). */
 size_t ten_auth_token_count(const ten_auth_t *a);
 
 /* Checks `Authorization` (may be NULL) for a request from client_ip. The
  * callback runs at once when the answer is known (cache, throttle, bad
- * header) and returns NULL; otherwise later, and the returned check can be
+ * header or token, unknown id) and returns NULL; otherwise later, and the returned check can be
  * cancelled (the request went away: the callback will not run). */
 ten_auth_check_t *ten_auth_check(ten_auth_t *a, const char *header, size_t header_len,
                                  const char *client_ip, ten_auth_cb cb, void *ctx);

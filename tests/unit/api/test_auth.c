@@ -3,6 +3,7 @@
  * verification on the threadpool, the cache, throttling per address, the
  * loopback rule, and cancellation. */
 #include "test.h"
+#include "test_loop.h"
 #include "api/auth.h"
 #include "util/log.h"
 
@@ -247,7 +248,13 @@ TEST(check_rejected) {
   char unknown[256];
   snprintf(unknown, sizeof unknown, "Bearer ten_%s_%s",
            strncmp(admin_token + 4, "00000000", 8) ? "00000000" : "11111111", admin_token + 13);
+  ten_auth_stats_t st;
+  ten_auth_stats(auth, &st);
+  uint64_t ran = st.verifications;
   CHECK_EQ(check(auth, unknown, "10.2.2.2", &sync), TEN_AUTH_INVALID);
+  CHECK(sync); /* the loop knows the ids: no verification, no threadpool */
+  ten_auth_stats(auth, &st);
+  CHECK_EQ(st.verifications, ran);
   /* Not shaped like a token at all. */
   CHECK_EQ(check(auth, "Bearer hunter2", "10.2.2.2", &sync), TEN_AUTH_INVALID);
   /* The right token with something after it is not the right token. */
@@ -303,6 +310,47 @@ TEST(throttle) {
   CHECK_EQ(check(auth, bearer_admin, "10.2.2.2", &sync), TEN_AUTH_OK);
 }
 
+static uint64_t verifications(const ten_auth_t *a) {
+  ten_auth_stats_t st;
+  ten_auth_stats(a, &st);
+  return st.verifications;
+}
+
+/* The loop knows which token ids exist from the last read of the table:
+ * a new token is known once ten_auth_changed says so; a revoked one that
+ * it still lists is refused by the table, without Argon2. */
+static void on_flag(void *ctx) { *(bool *)ctx = true; }
+
+TEST(changed_rereads_ids) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  char late[128], bearer_late[160];
+  CHECK_EQ(ten_auth_token_gen(db_path, "late", NULL, late, sizeof late, &err), 0);
+  snprintf(bearer_late, sizeof bearer_late, "Bearer %s", late);
+  bool sync, reread = false;
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_INVALID); /* not heard of yet */
+  CHECK(sync);
+  size_t before = ten_auth_token_count(a);
+  ten_auth_changed(a, on_flag, &reread);
+  CHECK(!reread); /* on the threadpool */
+  CHECK(test_run_until(&loop, &reread, 10));
+  CHECK_EQ(ten_auth_token_count(a), before + 1);
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_OK);
+  CHECK(!sync);
+  uint64_t ran = verifications(a);
+  /* Revoked, and the loop not told: the table refuses it (the cache, too,
+   * must be told, as the revoke test shows). */
+  CHECK_EQ(ten_auth_token_revoke(db_path, "late", &err), 0);
+  ten_auth_changed(a, NULL, NULL);
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_INVALID);
+  CHECK(!sync); /* the table said so */
+  CHECK_EQ(verifications(a), ran);
+  CHECK_EQ(ten_auth_token_count(a), before);
+  ten_auth_free(a);
+}
+
 static int cancelled_calls;
 static void on_cancelled(void *ctx, ten_auth_outcome_t outcome, const ten_auth_identity_t *id,
                          int retry_after) {
@@ -326,7 +374,7 @@ TEST(revoke) {
   CHECK_EQ(check(auth, bearer_tenant, "10.3.3.3", &sync), TEN_AUTH_OK);
   CHECK(sync);
   /* ...and once it has, the revoked token is refused at once. */
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   CHECK_EQ(check(auth, bearer_tenant, "10.3.3.3", &sync), TEN_AUTH_INVALID);
   CHECK(!got.has_id);
   CHECK_EQ(ten_auth_token_count(auth), 1); /* recounted on the threadpool */
@@ -337,7 +385,7 @@ TEST(revoke) {
   CHECK(sync);
 
   /* A cancelled check never calls back. */
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   cancelled_calls = 0;
   ten_auth_check_t *c =
       ten_auth_check(auth, bearer_admin, strlen(bearer_admin), "10.4.4.4", on_cancelled, NULL);
@@ -351,7 +399,7 @@ TEST(revoke) {
 
   /* Revoking the last token: back to loopback only. */
   CHECK_EQ(ten_auth_token_revoke(db_path, "ops", &err), 0);
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(ten_auth_token_count(auth), 0);
   CHECK_EQ(check(auth, bearer_admin, "10.1.1.1", &sync), TEN_AUTH_LOOPBACK);
@@ -361,7 +409,7 @@ TEST(revoke) {
   /* Freeing with a verification in flight: the callback never comes. */
   CHECK_EQ(ten_auth_token_gen(db_path, "ops2", NULL, admin_token, sizeof admin_token, &err), 0);
   snprintf(bearer_admin, sizeof bearer_admin, "Bearer %s", admin_token);
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(ten_auth_token_count(auth), 1);
   cancelled_calls = 0;
@@ -436,6 +484,7 @@ int main(void) {
   RUN(check_valid);
   RUN(check_rejected);
   RUN(throttle);
+  RUN(changed_rereads_ids);
   RUN(revoke);
   RUN(no_tokens_loopback_only);
   RUN(is_loopback);
