@@ -10,10 +10,31 @@
  * The loop knows which ids exist (re-read on every change): a token whose
  * id does not exist is refused at once and never costs a verification.
  *
- * A tenant token acts only on instances whose id is its tenant. Failed
- * attempts are counted per client address, so one attacker is slowed down
- * (429) without locking anyone else out. While no token exists the API
- * answers only on loopback.
+ * A tenant token acts only on instances whose id is its tenant. While no
+ * token exists the API answers only on loopback.
+ *
+ * Throttling, per client address, with two budgets a window (a minute;
+ * once one is spent, the address waits a minute, answered 429 with
+ * Retry-After):
+ *   - TEN_AUTH_FAIL_LIMIT failed attempts of any kind. Past it, what can
+ *     be refused without Argon2 is: no token, a malformed one, one whose
+ *     id no token has.
+ *   - TEN_AUTH_FAIL_LIMIT failed Argon2 verifications, counted while they
+ *     run: an address has that many slots, a verification takes one, a
+ *     failed one keeps it for the window, a successful one gives it back.
+ *     Requests that find every slot taken wait for one (they are not
+ *     refused while the verifications in flight may still succeed); once
+ *     all are spent, the address gets no more verifications.
+ * A token that verifies is never refused for its address's failures: it
+ * is answered from the cache at once, or verified in one of the slots.
+ * The one exception is the price of the Argon2 budget: from an address
+ * that spent it (someone there knows a real id and keeps guessing its
+ * secret), only tokens verified in the last minute (from anywhere) pass.
+ * Requests that bring a token already being verified join that
+ * verification and cost no slot. The table of addresses is bounded: when
+ * it is full, the least recently used address is forgotten (addresses
+ * with verifications in flight stay: the table exceeds its bound only by
+ * those).
  *
  * The token functions (gen, list, revoke) work on the file directly, with
  * or without a running server. Everything else is loop-thread only.
@@ -27,6 +48,9 @@
 #include "util/common.h"
 
 #define TEN_TENANT_MAX 64
+/* Failed attempts, and failed Argon2 verifications, an address may make
+ * in a minute (see above). */
+#define TEN_AUTH_FAIL_LIMIT 10
 
 typedef struct ten_auth ten_auth_t;
 
@@ -85,10 +109,11 @@ bool ten_auth_is_loopback(const char *ip);
 /* ---- what the checks cost: /metrics, and tests that count ---- */
 
 typedef struct ten_auth_stats {
-  uint64_t verifications; /* Argon2 verifications run (the expensive part) */
-  uint64_t failures;      /* attempts that failed: wrong, unknown or malformed tokens */
-  uint64_t throttled;     /* answers THROTTLED */
-  size_t addresses;       /* client addresses remembered now */
+  uint64_t verifications;     /* Argon2 verifications run (the expensive part) */
+  uint64_t failures;          /* attempts that failed: wrong, unknown or malformed tokens */
+  uint64_t throttled;         /* answers THROTTLED */
+  uint64_t addresses_evicted; /* forgotten to make room for another address */
+  size_t addresses;           /* client addresses remembered now */
 } ten_auth_stats_t;
 
 void ten_auth_stats(const ten_auth_t *a, ten_auth_stats_t *out);
