@@ -145,25 +145,72 @@ describe("auth", function()
   end)
 
   describe("throttling", function()
-    it("slows one address with 429 and Retry-After while others carry on", function()
+    -- A counter from /metrics.
+    local function metric(server, name)
+      local body = call(server, { path = "/metrics" }).body
+      return tonumber(body:match("\n" .. name .. " (%S+)"))
+    end
+
+    it("slows one address with 429 and Retry-After, but never a token that verifies", function()
       local server = ten.start { config = ten.hello_config {} }
       finally(function() server:cleanup() end)
       local token = token_gen(server, "--name", "admin")
-      local bad = "ten_00000000_" .. string.rep("x", 43)
+      local id = token:match("^ten_(%x+)_")
+      local bad = "ten_" .. (id == "00000000" and "11111111" or "00000000") .. "_" .. string.rep("x", 43)
       local statuses = {}
       for i = 1, 12 do statuses[i] = call(server, { path = "/api/instances", token = bad }).status end
       assert.are.equal(401, statuses[1])
-      local throttled = call(server, { path = "/api/instances", token = token })
+      assert.are.equal(429, statuses[12])
+      local throttled = call(server, { path = "/api/instances", token = bad })
       assert.are.equal(429, throttled.status)
       local retry = tonumber(throttled.headers["retry-after"])
       assert.truthy(retry and retry > 0, "no Retry-After")
-      assert.are.equal(429, statuses[12])
-      -- another address is not locked out, and its right token still works
-      assert.are.equal(200, call(server, { path = "/api/instances", token = token, from = "127.0.0.2" }).status)
+      assert.matches("failed 10 times", server:log())
+      -- the right token from the same address (behind one NAT, one proxy)
+      -- is let in, the first time and from the cache
+      assert.are.equal(200, call(server, { path = "/api/instances", token = token }).status)
+      assert.are.equal(200, call(server, { path = "/api/instances", token = token }).status)
+      -- unknown ids cost no Argon2 verification: only the right token's one ran
+      assert.are.equal(1, metric(server, "tenement_auth_verifications_total"))
+      assert.truthy(metric(server, "tenement_auth_throttled_total") >= 2)
+      -- another address is not locked out
       assert.are.equal(401, call(server, { path = "/api/instances", token = bad, from = "127.0.0.3" }).status)
       -- the open routes stay open for the throttled address
       assert.are.equal(200, call(server, { path = "/health" }).status)
-      assert.matches("failed 10 times", server:log())
+    end)
+
+    it("counts attempts in flight: 200 wrong secrets at once cost 10 verifications", function()
+      local server = ten.start { config = ten.hello_config {} }
+      local undo = ten.cleanups()
+      finally(function() undo:run() end)
+      undo:add(function() server:cleanup() end)
+      local token = token_gen(server, "--name", "admin")
+      local id = token:match("^ten_(%x+)_")
+      -- every request is sent before any answer is read
+      local conns = {}
+      undo:add(function() for _, c in ipairs(conns) do c:close() end end)
+      for i = 1, 200 do
+        local c = assert(socket.tcp())
+        c:settimeout(60)
+        assert(c:bind("127.0.0.4", 0))
+        assert(c:connect("127.0.0.1", server.port))
+        conns[i] = c
+        assert(c:send(("GET /api/instances HTTP/1.1\r\nHost: localhost\r\n" ..
+          "Authorization: Bearer ten_%s_%064x\r\nConnection: close\r\n\r\n"):format(id, i)))
+      end
+      local counts = {}
+      for _, c in ipairs(conns) do
+        local resp = assert(ten.read_response(c, "GET"))
+        counts[resp.status] = (counts[resp.status] or 0) + 1
+      end
+      assert.are.equal(10, metric(server, "tenement_auth_verifications_total"))
+      assert.are.same({ [401] = 10, [429] = 190 }, counts)
+      -- that address gets no more verifications, so a token nobody verified
+      -- yet waits; one verified already (here, from another address) passes
+      assert.are.equal(429, call(server, { path = "/api/instances", token = token, from = "127.0.0.4" }).status)
+      assert.are.equal(200, call(server, { path = "/api/instances", token = token }).status)
+      assert.are.equal(200, call(server, { path = "/api/instances", token = token, from = "127.0.0.4" }).status)
+      assert.are.equal(11, metric(server, "tenement_auth_verifications_total"))
     end)
   end)
 

@@ -401,6 +401,7 @@ void ten_api_metrics(ten_api_t *api, ten_buf_t *out) {
                       "Log rows deleted by retention and the row cap.",
                       (double)ds.rows_rotated);
   }
+  if (api->auth) ten_auth_metrics(api->auth, out);
   process_metrics(out);
 }
 

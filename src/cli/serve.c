@@ -243,12 +243,13 @@ static void cmd_reload(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
   ten_buf_free(&summary);
 }
 
+static void on_auth_reread(void *ctx) { ten_ctl_reply_ok(ctx, NULL, 0); }
+
 /* `ten token-gen` and `ten token-revoke` wrote the database: revocation
- * takes effect now. */
+ * takes effect now, and the CLI returns once a new token is known. */
 static void cmd_auth_changed(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
   server_t *s = ctx;
-  ten_auth_changed(s->auth);
-  ten_ctl_reply_ok(req, NULL, 0);
+  ten_auth_changed(s->auth, on_auth_reread, req);
 }
 
 static void on_reload_timer(uv_timer_t *t) { reload_and_log(t->data, "the config file changed"); }

@@ -24,8 +24,10 @@ struct ctl_conn {
   ten_ctl_t *ctl;
   ctl_conn_t *next, *prev;
   ten_buf_t in;           /* bytes not yet split into lines */
+  size_t unread;          /* memory held by replies not yet written (or not called back) */
   ten_ctl_req_t *pending; /* the request being answered, if any */
   bool closing;
+  bool reading; /* uv_read_start'ed */
   bool in_next; /* inside conn_next: a synchronous reply must not recurse */
 };
 
@@ -50,6 +52,7 @@ struct ten_ctl {
 };
 
 static void conn_next(ctl_conn_t *c);
+static void conn_read(ctl_conn_t *c);
 
 /* ------------------------------------------------------------ decoding */
 
@@ -120,12 +123,28 @@ static void conn_close(ctl_conn_t *c) {
 typedef struct line_write {
   uv_write_t req;
   char *data;
+  size_t held; /* what it counts in the connection's `unread` */
 } line_write_t;
+
+/* Replies the client has not read yet hold this connection's memory (a
+ * small reply costs more in its write request than in its bytes). */
+static bool replies_backed_up(const ctl_conn_t *c) { return c->unread > TEN_CTL_MAX_UNREAD; }
 
 static void on_written(uv_write_t *w, int status) {
   line_write_t *lw = ten_container_of(w, line_write_t, req);
+  ctl_conn_t *c = w->handle->data;
+  c->unread -= lw->held;
   free(lw->data);
   free(lw);
+  if (c->closing) return;
+  if (status < 0) {
+    conn_close(c); /* the client is gone */
+    return;
+  }
+  if (!replies_backed_up(c)) {
+    conn_next(c);
+    conn_read(c);
+  }
 }
 
 static void send_line(ctl_conn_t *c, ten_buf_t *line) {
@@ -133,12 +152,15 @@ static void send_line(ctl_conn_t *c, ten_buf_t *line) {
   line_write_t *lw = ten_xmalloc(sizeof *lw);
   lw->data = ten_buf_steal(line);
   size_t len = strlen(lw->data);
+  lw->held = sizeof *lw + len;
   uv_buf_t b = uv_buf_init(lw->data, (unsigned)len);
   if (uv_write(&lw->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) < 0) {
     free(lw->data);
     free(lw);
     conn_close(c);
+    return;
   }
+  c->unread += lw->held;
 }
 
 static void finish_request(ten_ctl_req_t *req, ten_buf_t *line) {
@@ -217,11 +239,12 @@ static void dispatch_line(ctl_conn_t *c, const char *line, size_t len) {
   ten_json_free(doc);
 }
 
-/* Runs the next complete line, if no request is being answered. */
+/* Runs the next complete line, if no request is being answered and the
+ * client has read (most of) the earlier replies. */
 static void conn_next(ctl_conn_t *c) {
   if (c->in_next) return;
   c->in_next = true;
-  while (!c->closing && !c->pending) {
+  while (!c->closing && !c->pending && !replies_backed_up(c)) {
     char *nl = c->in.len ? memchr(c->in.data, '\n', c->in.len) : NULL;
     if (!nl) break;
     size_t len = (size_t)(nl - c->in.data);
@@ -242,6 +265,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = c->in.cap - c->in.len - 1;
 }
 
+/* The client sent more than the connection may hold: it learns why, and
+ * the connection (with the request it was waiting for) ends. */
+static void refuse_input(ctl_conn_t *c, const char *why) {
+  ten_buf_t line = TEN_BUF_INIT;
+  ten_buf_printf(&line, "{\"ok\":false,\"error\":\"%s\"}", why);
+  send_line(c, &line);
+  conn_close(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   ctl_conn_t *c = s->data;
   if (nread < 0) {
@@ -250,15 +282,41 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   c->in.len += (size_t)nread;
   c->in.data[c->in.len] = '\0';
-  if (c->in.len > TEN_CTL_MAX_LINE && !memchr(c->in.data, '\n', c->in.len)) {
-    ten_buf_t line = TEN_BUF_INIT;
-    ten_buf_printf(&line, "{\"ok\":false,\"error\":\"request line longer than %d bytes\"}",
-                   TEN_CTL_MAX_LINE);
-    send_line(c, &line);
-    conn_close(c);
+  conn_next(c);
+  if (c->closing) return;
+  /* What is left is one unfinished line, or the requests waiting behind one
+   * being answered: either way the client is not waiting for us. */
+  if (c->in.len > TEN_CTL_MAX_LINE) {
+    char why[160];
+    if (c->pending)
+      snprintf(why, sizeof why, "more than %d bytes of requests sent while one is being answered",
+               TEN_CTL_MAX_LINE);
+    else
+      snprintf(why, sizeof why, "request line longer than %d bytes", TEN_CTL_MAX_LINE);
+    refuse_input(c, why);
     return;
   }
-  conn_next(c);
+  conn_read(c);
+}
+
+/* Reads while the client reads its replies: one that stops reading them
+ * stops being read, so its requests wait in its own socket, not in ten.
+ * While a request is pending the connection is still read (bounded by
+ * on_read), or a client that left would not be noticed. */
+static void conn_read(ctl_conn_t *c) {
+  bool want = !c->closing && !replies_backed_up(c);
+  if (want == c->reading) return;
+  if (want) {
+    int rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    if (rc < 0) {
+      ten_log(TEN_LOG_WARN, "ctl: cannot read a control connection: %s", uv_strerror(rc));
+      conn_close(c);
+      return;
+    }
+  } else {
+    uv_read_stop((uv_stream_t *)&c->pipe);
+  }
+  c->reading = want;
 }
 
 static bool peer_allowed(uv_pipe_t *pipe) {
@@ -289,7 +347,7 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
     return;
   }
-  uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+  conn_read(c);
 }
 
 /* ------------------------------------------------------------ lifecycle */

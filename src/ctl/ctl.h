@@ -8,6 +8,13 @@
  * on that connection waits for it. The socket is mode 0600 and a peer must
  * have our uid (or be root): checked with SO_PEERCRED on every connection.
  * Loop thread only.
+ *
+ * A connection costs ten bounded memory whatever the client sends: input
+ * not yet answered is at most TEN_CTL_MAX_LINE bytes (a longer line, or
+ * more requests queued behind one being answered, get an error line and
+ * the connection is closed), and once replies holding more than
+ * TEN_CTL_MAX_UNREAD bytes wait for the client to read them, its requests
+ * are neither read nor run until it does.
  */
 #ifndef TEN_CTL_CTL_H
 #define TEN_CTL_CTL_H
@@ -18,7 +25,8 @@
 
 #include <uv.h>
 
-#define TEN_CTL_MAX_LINE (1024 * 1024)
+#define TEN_CTL_MAX_LINE   (1024 * 1024)
+#define TEN_CTL_MAX_UNREAD (1024 * 1024)
 
 typedef struct ten_ctl ten_ctl_t;
 typedef struct ten_ctl_req ten_ctl_req_t;

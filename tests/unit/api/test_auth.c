@@ -1,8 +1,10 @@
 /* test_auth.c: API tokens (src/api/auth.h): generation and storage (only a
  * hash on disk), listing, revocation, and checking on a real uv loop:
- * verification on the threadpool, the cache, throttling per address, the
- * loopback rule, and cancellation. */
+ * verification on the threadpool, the cache, throttling per address (with
+ * verifications in flight counted, tokens that verify never refused, and a
+ * bounded table of addresses), the loopback rule, and cancellation. */
 #include "test.h"
+#include "test_loop.h"
 #include "api/auth.h"
 #include "util/log.h"
 
@@ -197,9 +199,12 @@ TEST(check_valid) {
   if (!auth) return;
   CHECK_EQ(ten_auth_token_count(auth), 2);
   bool sync;
+  ten_auth_stats_t st;
   /* First time: verified on the threadpool. */
   CHECK_EQ(check(auth, bearer_admin, "10.1.1.1", &sync), TEN_AUTH_OK);
   CHECK(!sync);
+  ten_auth_stats(auth, &st);
+  CHECK_EQ(st.verifications, 1);
   CHECK(got.has_id);
   CHECK(got.id.admin);
   CHECK_STR(got.id.name, "ops");
@@ -211,6 +216,8 @@ TEST(check_valid) {
   CHECK_STR(got.id.name, "ops");
   CHECK_EQ(check(auth, bearer_admin, "192.168.0.9", &sync), TEN_AUTH_OK);
   CHECK(sync);
+  ten_auth_stats(auth, &st);
+  CHECK_EQ(st.verifications, 1); /* the cache answered */
   /* The scheme is case-insensitive. */
   char lower[256];
   snprintf(lower, sizeof lower, "bearer %s", admin_token);
@@ -285,17 +292,274 @@ TEST(throttle) {
   wrong[n - 2] = wrong[n - 2] == 'a' ? 'b' : 'a';
   CHECK_EQ(check(auth, wrong, "10.9.9.9", &sync), TEN_AUTH_INVALID);
   CHECK(!sync);
-  /* Now even the right token from there waits. */
-  CHECK_EQ(check(auth, bearer_admin, "10.9.9.9", &sync), TEN_AUTH_THROTTLED);
+  /* Now what is not a token from there waits... */
+  CHECK_EQ(check(auth, junk, "10.9.9.9", &sync), TEN_AUTH_THROTTLED);
   CHECK(sync);
   CHECK(got.retry_after > 0 && got.retry_after <= 60);
   CHECK(!got.has_id);
   CHECK_EQ(check(auth, NULL, "10.9.9.9", &sync), TEN_AUTH_THROTTLED);
+  /* ...but the right token does not. */
+  CHECK_EQ(check(auth, bearer_admin, "10.9.9.9", &sync), TEN_AUTH_OK);
+  CHECK(got.id.admin);
   /* Nobody else does. */
   CHECK_EQ(check(auth, bearer_admin, "10.9.9.10", &sync), TEN_AUTH_OK);
   CHECK_EQ(check(auth, bearer_tenant, "::1", &sync), TEN_AUTH_OK);
   /* The earlier wrong secrets from 10.2.2.2 were fewer than ten. */
   CHECK_EQ(check(auth, bearer_admin, "10.2.2.2", &sync), TEN_AUTH_OK);
+}
+
+/* ---------------------------------------------------------------- throttling */
+
+/* The outcomes of many checks started together. */
+typedef struct tally {
+  int calls, ok, invalid, throttled, other;
+} tally_t;
+
+static void on_tally(void *ctx, ten_auth_outcome_t outcome, const ten_auth_identity_t *id,
+                     int retry_after) {
+  tally_t *t = ctx;
+  (void)id, (void)retry_after;
+  t->calls++;
+  if (outcome == TEN_AUTH_OK)
+    t->ok++;
+  else if (outcome == TEN_AUTH_INVALID)
+    t->invalid++;
+  else if (outcome == TEN_AUTH_THROTTLED)
+    t->throttled++;
+  else
+    t->other++;
+}
+
+/* Starts a check whose answer is counted in t (at once or later). */
+static void start(ten_auth_t *a, const char *header, const char *ip, tally_t *t) {
+  ten_auth_check(a, header, strlen(header), ip, on_tally, t);
+}
+
+/* "Bearer <token>" with token's id and the n-th wrong secret. */
+static void wrong_secret(char *out, size_t size, const char *token, unsigned n) {
+  snprintf(out, size, "Bearer ten_%.8s_%064x", token + 4, n + 1);
+}
+
+/* "Bearer <token>" with an id no token has (the n-th such). */
+static void unknown_id(char *out, size_t size, unsigned n) {
+  for (unsigned id = n;; id += 0x10000) {
+    char hex[9];
+    snprintf(hex, sizeof hex, "%08x", id);
+    if (strncmp(hex, admin_token + 4, 8) && strncmp(hex, tenant_token + 4, 8)) {
+      snprintf(out, size, "Bearer ten_%s_%064x", hex, 7u);
+      return;
+    }
+  }
+}
+
+static uint64_t verifications(const ten_auth_t *a) {
+  ten_auth_stats_t st;
+  ten_auth_stats(a, &st);
+  return st.verifications;
+}
+
+/* 200 wrong secrets for a real id, sent at once from one address: only
+ * as many Argon2 verifications run as the address may fail; the rest are
+ * refused once those failed. */
+TEST(throttle_counts_attempts_in_flight) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  enum { N = 200 };
+  tally_t t = {0};
+  char header[160];
+  for (unsigned i = 0; i < N; i++) {
+    wrong_secret(header, sizeof header, admin_token, i);
+    start(a, header, "10.20.0.1", &t);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(t.calls, N);
+  CHECK_EQ(verifications(a), TEN_AUTH_FAIL_LIMIT);
+  CHECK_EQ(t.invalid, TEN_AUTH_FAIL_LIMIT);
+  CHECK_EQ(t.throttled, N - TEN_AUTH_FAIL_LIMIT);
+  CHECK_EQ(t.ok + t.other, 0);
+  /* Another address has its own budget. */
+  wrong_secret(header, sizeof header, admin_token, N);
+  CHECK_EQ(check(a, header, "10.20.0.2", NULL), TEN_AUTH_INVALID);
+  CHECK_EQ(verifications(a), TEN_AUTH_FAIL_LIMIT + 1);
+  ten_auth_free(a);
+}
+
+/* Requests whose tokens verify are never refused for their address's
+ * failures; and refusing them never costs an Argon2 verification the
+ * address has not earned. */
+TEST(valid_token_never_throttled) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  bool sync;
+  char header[160];
+
+  /* Ten tokens whose id does not exist: refused at once, no Argon2. */
+  for (unsigned i = 0; i < TEN_AUTH_FAIL_LIMIT; i++) {
+    unknown_id(header, sizeof header, i);
+    CHECK_EQ(check(a, header, "10.30.0.1", &sync), TEN_AUTH_INVALID);
+    CHECK(sync);
+  }
+  CHECK_EQ(verifications(a), 0);
+  /* That address is now refused garbage and unknown ids... */
+  unknown_id(header, sizeof header, 99);
+  CHECK_EQ(check(a, header, "10.30.0.1", &sync), TEN_AUTH_THROTTLED);
+  CHECK(sync);
+  CHECK(got.retry_after > 0 && got.retry_after <= 60);
+  CHECK_EQ(check(a, "Bearer hunter2", "10.30.0.1", &sync), TEN_AUTH_THROTTLED);
+  /* ...but the right token, never verified before, is verified and let in. */
+  CHECK_EQ(check(a, bearer_admin, "10.30.0.1", &sync), TEN_AUTH_OK);
+  CHECK(!sync);
+  CHECK(got.id.admin);
+  CHECK_EQ(verifications(a), 1);
+  CHECK_EQ(check(a, bearer_admin, "10.30.0.1", &sync), TEN_AUTH_OK); /* cached */
+  CHECK(sync);
+  /* A wrong secret for a real id is verified too: it may be the one. */
+  wrong_secret(header, sizeof header, tenant_token, 0);
+  CHECK_EQ(check(a, header, "10.30.0.1", &sync), TEN_AUTH_INVALID);
+  CHECK_EQ(verifications(a), 2);
+
+  /* An address that failed its ten verifications gets no more of them... */
+  for (unsigned i = 0; i < TEN_AUTH_FAIL_LIMIT; i++) {
+    wrong_secret(header, sizeof header, admin_token, i);
+    CHECK_EQ(check(a, header, "10.30.0.2", &sync), TEN_AUTH_INVALID);
+  }
+  CHECK_EQ(verifications(a), 2 + TEN_AUTH_FAIL_LIMIT);
+  wrong_secret(header, sizeof header, admin_token, 100);
+  CHECK_EQ(check(a, header, "10.30.0.2", &sync), TEN_AUTH_THROTTLED);
+  CHECK(sync);
+  /* ...not even for a right token nobody verified yet (that would be a
+   * way around the limit)... */
+  CHECK_EQ(check(a, bearer_tenant, "10.30.0.2", &sync), TEN_AUTH_THROTTLED);
+  CHECK(sync);
+  CHECK_EQ(verifications(a), 2 + TEN_AUTH_FAIL_LIMIT);
+  /* ...but a token verified already passes at once. */
+  CHECK_EQ(check(a, bearer_admin, "10.30.0.2", &sync), TEN_AUTH_OK);
+  CHECK(sync);
+  /* Once verified elsewhere, the tenant's token passes there too. */
+  CHECK_EQ(check(a, bearer_tenant, "10.30.0.3", &sync), TEN_AUTH_OK);
+  CHECK_EQ(check(a, bearer_tenant, "10.30.0.2", &sync), TEN_AUTH_OK);
+  CHECK(sync);
+  ten_auth_free(a);
+}
+
+/* Tokens that verify, many at once from one address (a proxy in front of
+ * many clients): all are let in, none waits for a 429. */
+TEST(many_valid_tokens_at_once) {
+  ten_err_t err;
+  enum { N = 2 * TEN_AUTH_FAIL_LIMIT };
+  static char tokens[N][128], headers[N][160];
+  for (int i = 0; i < N; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "proxied-%d", i);
+    CHECK_EQ(ten_auth_token_gen(db_path, name, "acme", tokens[i], sizeof tokens[i], &err), 0);
+    snprintf(headers[i], sizeof headers[i], "Bearer %s", tokens[i]);
+  }
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  tally_t t = {0};
+  for (int i = 0; i < N; i++) start(a, headers[i], "10.40.0.1", &t);
+  /* One more, waiting behind them, whose client leaves: it never runs. */
+  char header[160];
+  wrong_secret(header, sizeof header, admin_token, 0);
+  ten_auth_cancel(ten_auth_check(a, header, strlen(header), "10.40.0.1", on_tally, &t));
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(t.ok, N);
+  CHECK_EQ(t.calls, N);
+  CHECK_EQ(verifications(a), N);
+  ten_auth_free(a);
+  for (int i = 0; i < N; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "proxied-%d", i);
+    CHECK_EQ(ten_auth_token_revoke(db_path, name, &err), 0);
+  }
+}
+
+/* A full table of addresses forgets the one used longest ago: it never
+ * stops counting failures. */
+TEST(address_table_evicts_oldest) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  ten__auth_set_address_max(a, 3);
+  char header[160];
+  unknown_id(header, sizeof header, 1);
+  for (unsigned i = 0; i + 1 < TEN_AUTH_FAIL_LIMIT; i++) check(a, header, "10.50.0.1", NULL);
+  CHECK_EQ(check(a, header, "10.50.0.2", NULL), TEN_AUTH_INVALID);
+  CHECK_EQ(check(a, header, "10.50.0.3", NULL), TEN_AUTH_INVALID);
+  /* 10.50.0.1's tenth failure: refused from now on. */
+  CHECK_EQ(check(a, header, "10.50.0.1", NULL), TEN_AUTH_INVALID);
+  CHECK_EQ(check(a, header, "10.50.0.1", NULL), TEN_AUTH_THROTTLED);
+  /* The table is full. New addresses push out the oldest (.2, then .3),
+   * and are counted like any other. */
+  for (unsigned i = 0; i < TEN_AUTH_FAIL_LIMIT; i++)
+    CHECK_EQ(check(a, header, "10.50.0.4", NULL), TEN_AUTH_INVALID);
+  CHECK_EQ(check(a, header, "10.50.0.4", NULL), TEN_AUTH_THROTTLED);
+  CHECK_EQ(check(a, header, "10.50.0.5", NULL), TEN_AUTH_INVALID);
+  CHECK_EQ(check(a, header, "10.50.0.1", NULL), TEN_AUTH_THROTTLED);
+  ten_auth_stats_t st;
+  ten_auth_stats(a, &st);
+  CHECK_EQ(st.addresses, 3);
+  CHECK_EQ(st.addresses_evicted, 2);
+  ten_auth_free(a);
+}
+
+/* The loop knows which token ids exist from the last read of the table:
+ * a new token is known once ten_auth_changed says so; a revoked one that
+ * it still lists is refused by the table, without Argon2. */
+static void on_flag(void *ctx) { *(bool *)ctx = true; }
+
+TEST(changed_rereads_ids) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  char late[128], bearer_late[160];
+  CHECK_EQ(ten_auth_token_gen(db_path, "late", NULL, late, sizeof late, &err), 0);
+  snprintf(bearer_late, sizeof bearer_late, "Bearer %s", late);
+  bool sync, reread = false;
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_INVALID); /* not heard of yet */
+  CHECK(sync);
+  size_t before = ten_auth_token_count(a);
+  ten_auth_changed(a, on_flag, &reread);
+  CHECK(!reread); /* on the threadpool */
+  CHECK(test_run_until(&loop, &reread, 10));
+  CHECK_EQ(ten_auth_token_count(a), before + 1);
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_OK);
+  CHECK(!sync);
+  uint64_t ran = verifications(a);
+  /* Revoked, and the loop not told: the table refuses it (the cache, too,
+   * must be told, as the revoke test shows). */
+  CHECK_EQ(ten_auth_token_revoke(db_path, "late", &err), 0);
+  ten_auth_changed(a, NULL, NULL);
+  CHECK_EQ(check(a, bearer_late, "10.60.0.1", &sync), TEN_AUTH_INVALID);
+  CHECK(!sync); /* the table said so */
+  CHECK_EQ(verifications(a), ran);
+  CHECK_EQ(ten_auth_token_count(a), before);
+  ten_auth_free(a);
+}
+
+/* Freed with verifications running and waiting: nobody is called back,
+ * nothing leaks (the sanitizer run checks). */
+TEST(free_with_work_queued) {
+  ten_err_t err;
+  ten_auth_t *a = ten_auth_new(&loop, db_path, &err);
+  CHECK(a != NULL);
+  if (!a) return;
+  tally_t t = {0};
+  char header[160];
+  for (unsigned i = 0; i < TEN_AUTH_FAIL_LIMIT + 3; i++) {
+    wrong_secret(header, sizeof header, admin_token, i);
+    start(a, header, "10.70.0.1", &t);
+  }
+  ten_auth_free(a);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_EQ(t.calls, 0);
 }
 
 static int cancelled_calls;
@@ -321,7 +585,7 @@ TEST(revoke) {
   CHECK_EQ(check(auth, bearer_tenant, "10.3.3.3", &sync), TEN_AUTH_OK);
   CHECK(sync);
   /* ...and once it has, the revoked token is refused at once. */
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   CHECK_EQ(check(auth, bearer_tenant, "10.3.3.3", &sync), TEN_AUTH_INVALID);
   CHECK(!got.has_id);
   CHECK_EQ(ten_auth_token_count(auth), 1); /* recounted on the threadpool */
@@ -332,7 +596,7 @@ TEST(revoke) {
   CHECK(sync);
 
   /* A cancelled check never calls back. */
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   cancelled_calls = 0;
   ten_auth_check_t *c =
       ten_auth_check(auth, bearer_admin, strlen(bearer_admin), "10.4.4.4", on_cancelled, NULL);
@@ -346,7 +610,7 @@ TEST(revoke) {
 
   /* Revoking the last token: back to loopback only. */
   CHECK_EQ(ten_auth_token_revoke(db_path, "ops", &err), 0);
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(ten_auth_token_count(auth), 0);
   CHECK_EQ(check(auth, bearer_admin, "10.1.1.1", &sync), TEN_AUTH_LOOPBACK);
@@ -356,7 +620,7 @@ TEST(revoke) {
   /* Freeing with a verification in flight: the callback never comes. */
   CHECK_EQ(ten_auth_token_gen(db_path, "ops2", NULL, admin_token, sizeof admin_token, &err), 0);
   snprintf(bearer_admin, sizeof bearer_admin, "Bearer %s", admin_token);
-  ten_auth_changed(auth);
+  ten_auth_changed(auth, NULL, NULL);
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK_EQ(ten_auth_token_count(auth), 1);
   cancelled_calls = 0;
@@ -431,6 +695,12 @@ int main(void) {
   RUN(check_valid);
   RUN(check_rejected);
   RUN(throttle);
+  RUN(throttle_counts_attempts_in_flight);
+  RUN(valid_token_never_throttled);
+  RUN(many_valid_tokens_at_once);
+  RUN(address_table_evicts_oldest);
+  RUN(changed_rereads_ids);
+  RUN(free_with_work_queued);
   RUN(revoke);
   RUN(no_tokens_loopback_only);
   RUN(is_loopback);
