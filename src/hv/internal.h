@@ -1,7 +1,8 @@
-/* internal.h: what the hypervisor's files share (hv.c: the state machine
- * and processes; scale.c: waking, idling, on-demand creation; pool.c:
- * weights and the weighted pools; reload.c: applying a new config). Not
- * for other subsystems: they use hv.h.
+/* internal.h: what the hypervisor's files share (hv.c: the state machine;
+ * proc.c: starting, watching and signalling processes, see proc.h;
+ * report.c: JSON, counts and hook facts; scale.c: waking, idling,
+ * on-demand creation; pool.c: weights and the weighted pools; reload.c:
+ * applying a new config). Not for other subsystems: they use hv.h.
  */
 #ifndef TEN_HV_INTERNAL_H
 #define TEN_HV_INTERNAL_H
@@ -17,9 +18,9 @@ typedef struct ten__hv_service {
   char *name;
   ten_instance_t **members; /* every instance of the service, pool order */
   size_t count, cap;
-  double tokens;           /* on-demand creations left (refills spawn_rate / min) */
+  double tokens; /* on-demand creations left (refills spawn_rate / min) */
   uint64_t refill_ms;
-  ten_histogram_t wake;    /* request-to-ready times of woken instances */
+  ten_histogram_t wake; /* request-to-ready times of woken instances */
 } ten__hv_service_t;
 
 /* hv.c */
@@ -31,9 +32,15 @@ ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *con
  * Only for an instance without a process. */
 void ten__hv_instance_close(ten_instance_t *inst);
 bool ten__hv_running(const ten_instance_t *inst);
-void ten__hv_facts(const ten_instance_t *inst, ten_hook_instance_t *out);
 void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg);
 ten__hv_service_t *ten__hv_service(ten_hv_t *hv, const char *name, size_t len);
+/* Shutting down: once no process is left, closes every instance. */
+void ten__hv_check_shutdown(ten_hv_t *hv);
+
+/* report.c */
+void ten__hv_facts(const ten_instance_t *inst, ten_hook_instance_t *out);
+/* Every instance, sorted by key; the caller frees the array. */
+ten_instance_t **ten__hv_sorted_instances(ten_hv_t *hv, size_t *count);
 
 /* scale.c: every transition passes through here (waiters, held flag). */
 void ten__hv_scale_transition(ten_instance_t *inst, ten_instance_state_t from,
