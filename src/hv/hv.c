@@ -51,6 +51,7 @@ const char *ten_instance_state_name(ten_instance_state_t s) {
 }
 
 static void dispatch(ten_instance_t *inst, event_t ev);
+static void close_instance(ten_instance_t *inst);
 static void maybe_shutdown_done(ten_hv_t *hv);
 
 /* ------------------------------------------------------------ transitions */
@@ -71,7 +72,11 @@ static void transition(ten_instance_t *inst, ten_instance_state_t to, const char
           state_names[from], state_names[to], detail && *detail ? ": " : "", detail ? detail : "");
   ten__hv_scale_transition(inst, from, to);
   notify(inst->hv, inst, from, to);
-  ten__hv_reload_transition(inst, to); /* last: it may let go of the instance */
+  ten__hv_reload_transition(inst, to);
+  /* Last: a removed instance is let go of once its process is reaped, and
+   * never before (the process record points at it until then). */
+  if (inst->_removing && !inst->proc && (to == TEN_INST_STOPPED || to == TEN_INST_FAILED))
+    close_instance(inst);
 }
 
 /* Sets inst->reason; the message may quote the old reason. */
@@ -316,8 +321,16 @@ static void on_unplanned_exit(ten_instance_t *inst, bool crashed) {
 
 /* ------------------------------------------------------------ the machine */
 
+/* Whether the instance may start a process (again). Not while ten shuts
+ * down, and not once its service has left the config: a process started
+ * then would outlive its instance. */
+static bool may_run(const ten_instance_t *inst) {
+  return !inst->hv->shutting_down && !inst->_removing;
+}
+
 /* state x event -> action. Unlisted pairs are no-ops on purpose. */
 static void dispatch(ten_instance_t *inst, event_t ev) {
+  if ((ev == EV_START || ev == EV_RESTART) && !may_run(inst)) return;
   switch (inst->state) {
   case TEN_INST_STOPPED:
   case TEN_INST_FAILED:
@@ -402,7 +415,7 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
       break;
     case EV_EXIT: {
       disarm_timer(inst);
-      bool again = inst->_restart_after_stop && !inst->hv->shutting_down;
+      bool again = inst->_restart_after_stop && may_run(inst);
       /* Observers see the flag still set: requests waiting through a
        * restart keep waiting, and a rolling restart does not move on. */
       inst->_restart_after_stop = again;
@@ -479,12 +492,26 @@ ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *con
   return inst;
 }
 
-void ten__hv_instance_close(ten_instance_t *inst) {
+/* Takes the instance out of the map and closes its handles; it is freed in
+ * the last close callback. Only for an instance without a process. */
+static void close_instance(ten_instance_t *inst) {
   ten_hv_t *hv = inst->hv;
   stop_probing(inst);
   ten_map_del(&hv->instances, inst->key, strlen(inst->key));
   uv_close((uv_handle_t *)&inst->_timer, on_instance_handle_closed);
   uv_close((uv_handle_t *)&inst->_retry, on_instance_handle_closed);
+}
+
+void ten__hv_instance_remove(ten_instance_t *inst) {
+  if (inst->_removing) return;
+  inst->_removing = true;
+  inst->_restart_after_stop = false;
+  if (inst->proc) {
+    dispatch(inst, EV_STOP); /* closed by transition() once reaped */
+  } else {
+    disarm_timer(inst); /* a backoff must not start it */
+    close_instance(inst);
+  }
 }
 
 void ten__hv_start(ten_instance_t *inst) { dispatch(inst, EV_START); }
@@ -608,6 +635,9 @@ int ten_hv_restart(ten_hv_t *hv, const char *key, ten_err_t *err) {
   if (hv->shutting_down) return ten_errf(err, UV_ECANCELED, "the server is shutting down");
   ten_instance_t *inst = ten_hv_find_key(hv, key);
   if (!inst) return ten_errf(err, UV_ENOENT, "unknown instance '%s'", key);
+  if (inst->_removing)
+    return ten_errf(err, UV_ENOENT, "%s: its service was removed from the config; it is stopping",
+                    key);
   inst->held = false;
   dispatch(inst, inst->state == TEN_INST_DRAINING ? EV_START : EV_RESTART);
   if (inst->state == TEN_INST_FAILED)

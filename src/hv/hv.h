@@ -102,7 +102,7 @@ struct ten_instance {
   bool _term_sent;
   int _open_handles;
   int _listen_fd;    /* socket activation: the socket ten bound, kept across restarts */
-  bool _removing;    /* its service left the config: freed once stopped */
+  bool _removing;    /* its service left the config: never started again, freed once reaped */
   struct ten_hv_waiter *_waiters; /* requests waiting for it to be ready */
   unsigned _waiter_count;
   struct ten_httpc *_health_probe;
@@ -180,8 +180,9 @@ void ten_hv_set_db(ten_hv_t *hv, struct ten_db *db);
 /* Makes the instance ready for a request. Returns 1 if it is ready now;
  * 0 if the waiter was queued (its callback runs when the instance is ready
  * or has failed to start: one start serves every waiter); or an error:
- * UV_EAGAIN the queue is full, UV_EPERM it may not be woken (failed, or
- * stopped by an operator), UV_ECANCELED shutting down. */
+ * UV_EAGAIN the queue is full, UV_EPERM it may not be woken (failed,
+ * stopped by an operator, or its service was removed from the config),
+ * UV_ECANCELED shutting down. */
 int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w);
 /* Removes a queued waiter (its request timed out or left). */
 void ten_hv_unwait(ten_hv_waiter_t *w);

@@ -28,9 +28,11 @@ void ten__hv_start(ten_instance_t *inst);
 void ten__hv_stop(ten_instance_t *inst);
 void ten__hv_restart(ten_instance_t *inst, const char *why);
 ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *conf, const char *id);
-/* Closes the instance's handles; it is freed in the last close callback.
- * Only for an instance without a process. */
-void ten__hv_instance_close(ten_instance_t *inst);
+/* Lets go of an instance (its service left the config): it never starts
+ * again, stops if it has a process, and leaves the map and is freed once
+ * that process is reaped (at once if it has none). Calling it twice is
+ * fine; reload.c may take it back (clear _removing) while it stops. */
+void ten__hv_instance_remove(ten_instance_t *inst);
 bool ten__hv_running(const ten_instance_t *inst);
 void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg);
 ten__hv_service_t *ten__hv_service(ten_hv_t *hv, const char *name, size_t len);
