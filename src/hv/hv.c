@@ -52,7 +52,6 @@ const char *ten_instance_state_name(ten_instance_state_t s) {
 
 static void dispatch(ten_instance_t *inst, event_t ev);
 static void close_instance(ten_instance_t *inst);
-static void maybe_shutdown_done(ten_hv_t *hv);
 
 /* ------------------------------------------------------------ transitions */
 
@@ -468,7 +467,7 @@ static void on_instance_handle_closed(uv_handle_t *h) {
   free(inst->key);
   free(inst);
   hv->live_instances--;
-  maybe_shutdown_done(hv);
+  ten__hv_maybe_shutdown_done(hv);
 }
 
 ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *conf, const char *id) {
@@ -546,6 +545,7 @@ int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config) {
   hv->loop = loop;
   hv->config = ten_config_ref(config);
   ten__hv_reaper_start(hv);
+  ten__proc_init(hv);
   return 0;
 }
 
@@ -671,8 +671,10 @@ void ten_instance_release(ten_instance_t *inst) {
 
 /* Once every process is reaped, close every instance's handles; the last
  * close callback reports the end of the shutdown. */
-static void maybe_shutdown_done(ten_hv_t *hv) {
-  if (!hv->_closing || hv->live_instances > 0 || hv->_reaper_open || !hv->shutdown_cb) return;
+void ten__hv_maybe_shutdown_done(ten_hv_t *hv) {
+  if (!hv->_closing || hv->live_instances > 0 || hv->_reaper_open || hv->_sigchld_open ||
+      !hv->shutdown_cb)
+    return;
   void (*cb)(ten_hv_t *) = hv->shutdown_cb;
   hv->shutdown_cb = NULL;
   cb(hv);
@@ -681,7 +683,7 @@ static void maybe_shutdown_done(ten_hv_t *hv) {
 static void on_reaper_closed(uv_handle_t *h) {
   ten_hv_t *hv = h->data;
   hv->_reaper_open = false;
-  maybe_shutdown_done(hv);
+  ten__hv_maybe_shutdown_done(hv);
 }
 
 void ten__hv_check_shutdown(ten_hv_t *hv) {
@@ -690,10 +692,11 @@ void ten__hv_check_shutdown(ten_hv_t *hv) {
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);)
     if (((ten_instance_t *)e->value)->proc) return;
   hv->_closing = true;
+  ten__proc_close(hv);
   if (hv->_reaper_open && !uv_is_closing((uv_handle_t *)&hv->_reaper))
     uv_close((uv_handle_t *)&hv->_reaper, on_reaper_closed);
   if (hv->live_instances == 0) {
-    maybe_shutdown_done(hv);
+    ten__hv_maybe_shutdown_done(hv);
     return;
   }
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
@@ -723,6 +726,7 @@ void ten_hv_shutdown(ten_hv_t *hv, void (*done)(ten_hv_t *hv)) {
 
 void ten_hv_free(ten_hv_t *hv) {
   ten_map_free(&hv->instances);
+  ten_map_free(&hv->_procs);
   ten__hv_services_free(hv);
   ten_config_unref(hv->config);
   hv->config = NULL;

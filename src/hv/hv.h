@@ -9,8 +9,10 @@
  *
  * Every transition goes through one function that logs it, counts it and
  * tells the observers (the proxy's upstream pool, later the event stream).
- * Processes are watched with pidfds on the loop; no zombie survives. All
- * functions are loop-thread only. Errors a person reads come back in a
+ * Processes are watched with pidfds on the loop; no zombie survives. Every
+ * process of an instance (its process group, descendants that left it,
+ * and those `ten` adopted as subreaper) dies with the instance and with
+ * `ten`. All functions are loop-thread only. Errors a person reads come back in a
  * ten_err_t naming the instance.
  */
 #ifndef TEN_HV_HV_H
@@ -155,9 +157,16 @@ struct ten_hv {
   struct ten_db *db;       /* where weights persist; may be NULL */
   uv_timer_t _reaper;      /* the idle reaper and health scheduler, every second */
   bool _reaper_open;
+  ten_map_t _procs;        /* "pid" -> every process not reaped yet (proc.c) */
+  char _run_prefix[40];    /* "<data dir hash>-<ten's pid>-": run ids of this run */
+  uint64_t _run_seq;       /* the last run id's sequence number */
+  uv_signal_t _sigchld;    /* reaps the descendants ten adopts as subreaper */
+  bool _sigchld_open;
   ten_map_t _services;     /* service name -> per-service state (pools, rate limits) */
 };
 
+/* Also makes this process a child subreaper (descendants of an instance
+ * whose parent exits come to it, to be reaped or killed). */
 int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config);
 void ten_hv_set_output(ten_hv_t *hv, ten_hv_output_fn fn, void *ctx);
 int ten_hv_observe(ten_hv_t *hv, ten_hv_observer_fn fn, void *ctx);

@@ -38,6 +38,18 @@ void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg)
 ten__hv_service_t *ten__hv_service(ten_hv_t *hv, const char *name, size_t len);
 /* Shutting down: once no process is left, closes every instance. */
 void ten__hv_check_shutdown(ten_hv_t *hv);
+/* Shutting down: reports the end once every handle is closed. */
+void ten__hv_maybe_shutdown_done(ten_hv_t *hv);
+
+/* proc.c (the rest of its interface is proc.h) */
+/* Makes ten the child subreaper and watches SIGCHLD to reap what it adopts. */
+void ten__proc_init(ten_hv_t *hv);
+/* Once a second: reaps adopted children, and kills those whose instance's
+ * process is gone. */
+void ten__proc_sweep(ten_hv_t *hv);
+/* Shutting down, every process reaped: kills whatever ten still adopted
+ * and closes the SIGCHLD watch. */
+void ten__proc_close(ten_hv_t *hv);
 
 /* report.c */
 void ten__hv_facts(const ten_instance_t *inst, ten_hook_instance_t *out);

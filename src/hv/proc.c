@@ -4,14 +4,18 @@
 
 #include "hv/internal.h"
 #include "hv/spawn.h"
+#include "hv/tree.h"
 #include "policy/template.h"
+#include "util/log.h"
 #include "util/time.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -24,9 +28,147 @@ struct ten_proc {
   uv_poll_t poll;
   int pidfd;
   pid_t pid;
+  char run_id[48];      /* TENEMENT_RUN of its whole tree */
   ten_instance_t *inst; /* NULL once the instance has let go */
   ten_hv_t *hv;
 };
+
+/* ------------------------------------------------------------ tracking */
+
+/* hv->_procs holds every process not yet reaped, by pid: what the reaping
+ * of adopted children must leave to the pidfd watches. */
+static void pid_key(pid_t pid, char *key, size_t len) { snprintf(key, len, "%d", (int)pid); }
+
+static ten_proc_t *tracked_proc(ten_hv_t *hv, pid_t pid) {
+  char key[16];
+  pid_key(pid, key, sizeof key);
+  return ten_map_get(&hv->_procs, key, strlen(key));
+}
+
+static bool is_tracked(void *ctx, pid_t pid) { return tracked_proc(ctx, pid) != NULL; }
+
+static void track(ten_proc_t *proc) {
+  char key[16];
+  pid_key(proc->pid, key, sizeof key);
+  ten_map_put(&proc->hv->_procs, key, strlen(key), proc);
+}
+
+static void untrack(ten_proc_t *proc) {
+  char key[16];
+  pid_key(proc->pid, key, sizeof key);
+  ten_map_del(&proc->hv->_procs, key, strlen(key));
+}
+
+/* ------------------------------------------------------------ the tree */
+
+/* The one place where every process of an instance is signalled: its
+ * process group, the descendants that left it, and those adopted by ten
+ * (tree.h). Issue 9 replaces this body with a cgroup kill where the
+ * instance has a cgroup. The leader must not be reaped yet. */
+static void kill_tree(ten_proc_t *proc, int sig) {
+  int escaped = ten__tree_signal(proc->pid, proc->run_id, is_tracked, proc->hv, sig);
+  if (escaped > 0)
+    ten_log(TEN_LOG_INFO, "hv: %s: sent %s to %d process%s outside its process group",
+            proc->inst ? proc->inst->key : proc->run_id, sigabbrev_np(sig), escaped,
+            escaped == 1 ? "" : "es");
+}
+
+void ten__proc_signal(ten_instance_t *inst, int sig) {
+  if (inst->proc) kill_tree(inst->proc, sig);
+}
+
+/* Children ten adopted as subreaper (their parent exited) are reaped here;
+ * the tracked ones are left to their pidfd watch, which sweeps again once
+ * it has reaped (waitid sees one zombie at a time). */
+static void reap_adopted(ten_hv_t *hv) {
+  for (;;) {
+    siginfo_t info = {0};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0) return;
+    if (tracked_proc(hv, info.si_pid)) return;
+    int wstatus;
+    pid_t r;
+    do r = waitpid(info.si_pid, &wstatus, WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0) return;
+    ten_log(TEN_LOG_DEBUG, "hv: reaped pid %d, adopted when its parent exited", (int)r);
+  }
+}
+
+static void on_sigchld(uv_signal_t *h, int signum) { reap_adopted(h->data); }
+
+/* Kills what ten adopted that belongs to no running instance: the run id
+ * names a process that is gone, or (with `all`) anything at all. */
+static void kill_stray(ten_hv_t *hv, bool all) {
+  size_t count = 0;
+  pid_t *children = ten__tree_children(getpid(), &count);
+  for (size_t i = 0; i < count; i++) {
+    if (tracked_proc(hv, children[i])) continue;
+    char run_id[64] = "";
+    bool ours = ten__tree_run_id(children[i], run_id, sizeof run_id) &&
+                strncmp(run_id, hv->_run_prefix, strlen(hv->_run_prefix)) == 0;
+    bool owned = false;
+    ten_map_entry_t *e;
+    for (size_t it = 0; ours && !owned && ten_map_next(&hv->_procs, &it, &e);)
+      owned = strcmp(((ten_proc_t *)e->value)->run_id, run_id) == 0;
+    if (owned || (!ours && !all)) continue;
+    int n = ten__tree_signal_adopted(children[i], SIGKILL);
+    if (n > 0)
+      ten_log(TEN_LOG_INFO, "hv: killed %d adopted process%s (%s%s): %s", n, n == 1 ? "" : "es",
+              ours ? TEN_RUN_VAR "=" : "no run id", run_id,
+              ours ? "its instance has stopped" : "ten is stopping");
+  }
+  free(children);
+  reap_adopted(hv);
+}
+
+void ten__proc_sweep(ten_hv_t *hv) { kill_stray(hv, false); }
+
+/* ------------------------------------------------------------ set-up and end */
+
+/* Identifies this data dir across runs: a hash of its real path. */
+static void data_dir_tag(const char *data_dir, char *out, size_t len) {
+  char real[PATH_MAX];
+  const char *path = realpath(data_dir, real) ? real : data_dir;
+  snprintf(out, len, "%016llx", (unsigned long long)ten_hash(path, strlen(path)));
+}
+
+void ten__proc_init(ten_hv_t *hv) {
+  /* Descendants whose parent exits come to ten, not to init: they can be
+   * reaped, and killed with their instance. */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL) < 0)
+    ten_log(TEN_LOG_WARN,
+            "hv: cannot become a child subreaper (%s): processes an instance "
+            "leaves behind when their parent exits are not found",
+            strerror(errno));
+  char tag[20];
+  data_dir_tag(hv->config->settings.data_dir, tag, sizeof tag);
+  snprintf(hv->_run_prefix, sizeof hv->_run_prefix, "%s-%d-", tag, (int)getpid());
+  uv_signal_init(hv->loop, &hv->_sigchld);
+  hv->_sigchld.data = hv;
+  hv->_sigchld_open = true;
+  int rc = uv_signal_start(&hv->_sigchld, on_sigchld, SIGCHLD);
+  if (rc < 0)
+    ten_log(TEN_LOG_WARN,
+            "hv: cannot watch SIGCHLD (%s): adopted processes are reaped once a "
+            "second",
+            uv_strerror(rc));
+  uv_unref((uv_handle_t *)&hv->_sigchld); /* it alone must not keep the loop alive */
+}
+
+static void on_sigchld_closed(uv_handle_t *h) {
+  ten_hv_t *hv = h->data;
+  hv->_sigchld_open = false;
+  ten__hv_maybe_shutdown_done(hv);
+}
+
+void ten__proc_close(ten_hv_t *hv) {
+  /* Every instance has stopped: nothing ten adopted has a reason to run. */
+  kill_stray(hv, true);
+  if (hv->_sigchld_open && !uv_is_closing((uv_handle_t *)&hv->_sigchld))
+    uv_close((uv_handle_t *)&hv->_sigchld, on_sigchld_closed);
+}
+
+/* ------------------------------------------------------------ watching */
 
 static void on_proc_closed(uv_handle_t *h) {
   ten_proc_t *proc = ten_container_of((uv_poll_t *)h, ten_proc_t, poll);
@@ -43,27 +185,23 @@ static void on_pidfd(uv_poll_t *h, int status, int events) {
   pid_t r;
   /* The leader has exited but is not reaped yet, so its pid still names
    * its process group and cannot have been reused: whatever it left
-   * running in the group goes with it. */
+   * running, in the group or not, goes with it. */
   siginfo_t info = {0};
   if (waitid(P_PID, (id_t)proc->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid)
-    killpg(proc->pid, SIGKILL);
+    kill_tree(proc, SIGKILL);
   do r = waitpid(proc->pid, &wstatus, WNOHANG);
   while (r < 0 && errno == EINTR);
   if (r == 0) return;     /* spurious */
   if (r < 0) wstatus = 0; /* reaped elsewhere: nothing more to learn */
   uv_poll_stop(h);
+  untrack(proc);
   ten_instance_t *inst = proc->inst;
   uv_close((uv_handle_t *)h, on_proc_closed);
+  reap_adopted(proc->hv); /* those a tracked zombie hid from the last sweep */
   if (!inst) return;
   inst->proc = NULL;
   inst->pid = 0;
   ten__hv_exited(inst, wstatus);
-}
-
-void ten__proc_signal(ten_instance_t *inst, int sig) {
-  if (!inst->pid) return;
-  /* The child made itself a group leader; until it has, signal it alone. */
-  if (killpg(inst->pid, sig) < 0) kill(inst->pid, sig);
 }
 
 static int mkdir_parents(const char *path, ten_err_t *err) {
@@ -163,7 +301,7 @@ static int bind_activation_socket(ten_instance_t *inst, ten_err_t *err) {
   return 0;
 }
 
-static char **build_env(ten_instance_t *inst) {
+static char **build_env(ten_instance_t *inst, const char *run_id) {
   const ten_service_conf_t *conf = inst->conf;
   char port[16] = "";
   if (inst->port) snprintf(port, sizeof port, "%d", inst->port);
@@ -171,7 +309,7 @@ static char **build_env(ten_instance_t *inst) {
   ten_template_vars_t vars = {inst->id, inst->service, inst->config->settings.data_dir, socket,
                               port};
   size_t n = 0;
-  char **extra = ten_xcalloc(conf->env_count + 8, sizeof *extra);
+  char **extra = ten_xcalloc(conf->env_count + 9, sizeof *extra);
   extra[n++] = ten_xasprintf("TENEMENT_SERVICE=%s", inst->service);
   extra[n++] = ten_xasprintf("TENEMENT_ID=%s", inst->id);
   extra[n++] = ten_xasprintf("TENEMENT_DATA_DIR=%s", inst->config->settings.data_dir);
@@ -187,6 +325,9 @@ static char **build_env(ten_instance_t *inst) {
     extra[n++] = ten_xasprintf("%s=%s", conf->env[i].name, value);
     free(value);
   }
+  /* Last, so the service's env cannot replace it: how ten finds the
+   * instance's processes that left its process group (tree.h). */
+  extra[n++] = ten_xasprintf(TEN_RUN_VAR "=%s", run_id);
   char **envp = ten_spawn_env_build(extra, n);
   for (size_t i = 0; i < n; i++) free(extra[i]);
   free(extra);
@@ -206,7 +347,9 @@ int ten__proc_start(ten_instance_t *inst, ten_err_t *err) {
   char *command = ten_template_expand(conf->command, &vars);
   char *directory = conf->directory ? ten_template_expand(conf->directory, &vars)
                                     : ten_xstrdup(inst->config->settings.data_dir);
-  char **envp = build_env(inst);
+  char run_id[sizeof inst->proc->run_id];
+  snprintf(run_id, sizeof run_id, "%s%llu", hv->_run_prefix, (unsigned long long)++hv->_run_seq);
+  char **envp = build_env(inst, run_id);
   int out_fd = -1, err_fd = -1;
   if (hv->output && (rc = hv->output(hv->output_ctx, inst, &out_fd, &err_fd)) < 0) {
     rc = ten_errf(err, rc, "cannot open the log of %s: %s", inst->key, uv_strerror(rc));
@@ -222,9 +365,10 @@ int ten__proc_start(ten_instance_t *inst, ten_err_t *err) {
   proc->pidfd = child.pidfd;
   proc->inst = inst;
   proc->hv = hv;
+  snprintf(proc->run_id, sizeof proc->run_id, "%s", run_id);
   if ((rc = uv_poll_init(hv->loop, &proc->poll, child.pidfd)) < 0) {
     /* Cannot watch it: do not leave it running unwatched. */
-    kill(child.pid, SIGKILL);
+    if (killpg(child.pid, SIGKILL) < 0) kill(child.pid, SIGKILL);
     while (waitpid(child.pid, NULL, 0) < 0 && errno == EINTR) {
     }
     close(child.pidfd);
@@ -234,6 +378,7 @@ int ten__proc_start(ten_instance_t *inst, ten_err_t *err) {
   }
   uv_poll_start(&proc->poll, UV_READABLE, on_pidfd);
   hv->live_procs++;
+  track(proc);
   inst->proc = proc;
   inst->pid = child.pid;
   inst->started_ms = ten_now_ms();

@@ -122,6 +122,7 @@ static bool idle_now(ten_instance_t *inst, double *idle_seconds) {
 static void on_reaper(uv_timer_t *t) {
   ten_hv_t *hv = t->data;
   if (hv->shutting_down) return;
+  ten__proc_sweep(hv);
   uint64_t now = ten_now_ms();
   ten_map_entry_t *e;
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {

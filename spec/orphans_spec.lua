@@ -1,0 +1,87 @@
+-- Orphans: every process of an instance, grandchildren included, dies with
+-- the instance and with ten, whatever shape its command has: a shell that
+-- backgrounds the app, a pipeline, a helper that left the process group
+-- (setsid) and one whose parent exited so it was re-parented.
+--
+-- "The processes of the instances" are found by their environment
+-- (TENEMENT_DATA_DIR), wherever they were re-parented to: see
+-- ten.instance_processes.
+local ten = require "ten"
+local tt = require "tentest"
+
+local SHAPES = {
+  { name = "a shell that backgrounds the app and waits", command = "{hello} & wait" },
+  { name = "a pipeline", command = "{hello} | cat" },
+  { name = "a helper in its own session", command = "setsid sleep 300 & exec {hello}" },
+  { name = "a helper re-parented when its parent exits",
+    command = "(setsid sleep 300 &); exec {hello}" },
+}
+
+local function config(command)
+  return ([[
+settings { drain_timeout = 1 }
+service "app" {
+  command = (%q):gsub("{hello}", os.getenv("HELLO_BIN")),
+  health = "/health",
+  stop_timeout = 2,
+}
+instances { app = { "a" } }
+]]):format(command)
+end
+
+local function describe_pids(list)
+  local out = {}
+  for _, pid in ipairs(list) do
+    local cmd = (tt.read_file("/proc/" .. pid .. "/cmdline") or "?"):gsub("%z", " ")
+    out[#out + 1] = pid .. " (" .. cmd .. ")"
+  end
+  return table.concat(out, ", ")
+end
+
+-- Waits until no process of the data dir's instances is left.
+local function none_left(data_dir, timeout_ms)
+  local left
+  local ok = ten.wait_until(timeout_ms or 5000, function()
+    left = ten.instance_processes(data_dir)
+    return #left == 0
+  end)
+  return ok, describe_pids(left or {})
+end
+
+-- Starts ten on the shape's command; returns the server and the processes
+-- of its instance once it is ready.
+local function start(undo, shape, data_dir)
+  local server = ten.start { config = config(shape.command), data_dir = data_dir }
+  undo:add(function() server:cleanup() end)
+  assert.truthy(server:wait_state("app:a", "ready"), server:log())
+  return server, ten.instance_processes(server.data_dir)
+end
+
+describe("orphans", function()
+  for _, shape in ipairs(SHAPES) do
+    describe(shape.name, function()
+      it("stopping the instance, and ten's SIGTERM exit, leave no process of it", function()
+        local undo = ten.cleanups()
+        finally(function() undo:run() end)
+        local server, procs = start(undo, shape, nil)
+        undo:add(function() ten.kill_instance_processes(server.data_dir) end)
+        assert.truthy(#procs >= 2, "expected a process tree: " .. describe_pids(procs))
+
+        local code, _, err = server:ten("stop", "app:a")
+        assert.are.equal(0, code, err)
+        assert.truthy(server:wait_state("app:a", "stopped"))
+        local gone, left = none_left(server.data_dir)
+        assert.truthy(gone, "left after the stop: " .. left)
+
+        code, _, err = server:ten("spawn", "app", "--id", "a")
+        assert.are.equal(0, code, err)
+        assert.truthy(server:wait_state("app:a", "ready"))
+        local how, status = server:stop("TERM", 30000)
+        assert.are.equal("exited", how)
+        assert.are.equal(0, status, server:log())
+        gone, left = none_left(server.data_dir)
+        assert.truthy(gone, "left after ten exited: " .. left)
+      end)
+    end)
+  end
+end)
