@@ -12,7 +12,8 @@
  * Processes are watched with pidfds on the loop; no zombie survives. Every
  * process of an instance (its process group, descendants that left it,
  * and those `ten` adopted as subreaper) dies with the instance and with
- * `ten`. All functions are loop-thread only. Errors a person reads come back in a
+ * `ten`; what a killed `ten` left behind, the next one on the same data dir
+ * kills at start (ten_hv_kill_leftovers). All functions are loop-thread only. Errors a person reads come back in a
  * ten_err_t naming the instance.
  */
 #ifndef TEN_HV_HV_H
@@ -168,6 +169,13 @@ struct ten_hv {
 /* Also makes this process a child subreaper (descendants of an instance
  * whose parent exits come to it, to be reaped or killed). */
 int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config);
+/* Start-up, before any instance runs: kills every process an earlier run
+ * on the same data dir left running (kill -9 of ten takes its direct
+ * children along, not their descendants). They are found by the run id
+ * all of an instance's processes carry (TENEMENT_RUN), re-checked through
+ * a pidfd so a reused pid is never hit, logged, and waited for (2 s at
+ * most). Returns how many were killed. */
+int ten_hv_kill_leftovers(ten_hv_t *hv);
 void ten_hv_set_output(ten_hv_t *hv, ten_hv_output_fn fn, void *ctx);
 int ten_hv_observe(ten_hv_t *hv, ten_hv_observer_fn fn, void *ctx);
 

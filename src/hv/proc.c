@@ -155,6 +155,12 @@ void ten__proc_init(ten_hv_t *hv) {
   uv_unref((uv_handle_t *)&hv->_sigchld); /* it alone must not keep the loop alive */
 }
 
+int ten_hv_kill_leftovers(ten_hv_t *hv) {
+  char prefix[24];
+  snprintf(prefix, sizeof prefix, "%.16s-", hv->_run_prefix);
+  return ten__tree_kill_leftovers(prefix, 2000);
+}
+
 static void on_sigchld_closed(uv_handle_t *h) {
   ten_hv_t *hv = h->data;
   hv->_sigchld_open = false;

@@ -3,10 +3,13 @@
 #include "hv/tree.h"
 
 #include "util/common.h"
+#include "util/log.h"
+#include "util/time.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -279,4 +282,104 @@ int ten__tree_signal_adopted(pid_t pid, int sig) {
   list_free(&done);
   list_free(&tree);
   return sent;
+}
+
+/* ------------------------------------------------------------ leftovers */
+
+static bool is_ancestor(pid_t pid) {
+  pid_t p = getppid();
+  for (int depth = 0; p > 1 && depth < 64; depth++) {
+    if (p == pid) return true;
+    if (!read_ppid(p, &p)) break;
+  }
+  return false;
+}
+
+static void describe_leftover(pid_t pid, const char *env, size_t env_len, char *out, size_t len) {
+  const char *service = environ_get(env, env_len, "TENEMENT_SERVICE");
+  const char *id = environ_get(env, env_len, "TENEMENT_ID");
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+  size_t cmd_len = 0;
+  char *cmd = read_proc(path, 4096, &cmd_len);
+  for (size_t i = 0; cmd && i + 1 < cmd_len; i++)
+    if (cmd[i] == '\0') cmd[i] = ' ';
+  snprintf(out, len, "%s:%s, %.200s", service ? service : "?", id ? id : "?",
+           cmd && *cmd ? cmd : "?");
+  free(cmd);
+}
+
+int ten__tree_kill_leftovers(const char *prefix, int wait_ms) {
+  DIR *d = opendir("/proc");
+  if (!d) {
+    ten_log(TEN_LOG_WARN, "hv: cannot look for processes an earlier run left: /proc: %s",
+            strerror(errno));
+    return 0;
+  }
+  size_t prefix_len = strlen(prefix);
+  struct pollfd *fds = NULL;
+  pid_t *pids = NULL;
+  size_t count = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    char *end;
+    long v = strtol(de->d_name, &end, 10);
+    if (*end || v <= 0 || (pid_t)v == getpid()) continue;
+    pid_t pid = (pid_t)v;
+    char run_id[64];
+    if (!ten__tree_run_id(pid, run_id, sizeof run_id) || strncmp(run_id, prefix, prefix_len))
+      continue;
+    if (is_ancestor(pid)) continue; /* started from inside an old instance: not ours to end */
+    /* Pin it, then look again: a process that is still alive after the
+     * second look is the one that carried the marker, not a reused pid. */
+    int fd = pidfd_open(pid, 0);
+    if (fd < 0) continue;
+    size_t env_len = 0;
+    char *env = read_environ(pid, &env_len);
+    const char *again = env ? environ_get(env, env_len, TEN_RUN_VAR) : NULL;
+    char what[320] = "";
+    if (again && strcmp(again, run_id) == 0)
+      describe_leftover(pid, env, env_len, what, sizeof what);
+    free(env);
+    if (!what[0] || pidfd_send_signal(fd, SIGKILL, NULL, 0) < 0) {
+      close(fd);
+      continue;
+    }
+    ten_log(TEN_LOG_WARN, "hv: killed pid %d (%s), left running by an earlier run on this data dir",
+            (int)pid, what);
+    if (count == cap) {
+      cap = cap ? cap * 2 : 8;
+      fds = ten_xrealloc(fds, cap * sizeof *fds);
+      pids = ten_xrealloc(pids, cap * sizeof *pids);
+    }
+    pids[count] = pid;
+    fds[count++] = (struct pollfd){.fd = fd, .events = POLLIN};
+  }
+  closedir(d);
+
+  /* A pidfd turns readable when its process has exited. Wait so the new
+   * instances do not meet the old ones (on a lock, a port, a file). */
+  uint64_t deadline = ten_now_ms() + (uint64_t)wait_ms;
+  size_t left = count;
+  while (left > 0) {
+    uint64_t now = ten_now_ms();
+    if (now >= deadline) break;
+    int n = poll(fds, count, (int)(deadline - now));
+    if (n < 0 && errno != EINTR) break;
+    for (size_t i = 0; n > 0 && i < count; i++) {
+      if (fds[i].fd < 0 || !fds[i].revents) continue;
+      close(fds[i].fd);
+      fds[i].fd = -1; /* poll ignores negative fds */
+      left--;
+    }
+  }
+  for (size_t i = 0; i < count; i++) {
+    if (fds[i].fd < 0) continue;
+    ten_log(TEN_LOG_WARN, "hv: pid %d, left by an earlier run, has not exited %d ms after SIGKILL",
+            (int)pids[i], wait_ms);
+    close(fds[i].fd);
+  }
+  free(fds);
+  free(pids);
+  return (int)count;
 }

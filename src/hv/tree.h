@@ -46,4 +46,10 @@ pid_t *ten__tree_children(pid_t pid, size_t *count);
  * has none, or pid is gone or not readable (not ours). */
 bool ten__tree_run_id(pid_t pid, char *out, size_t len);
 
+/* Start-up: kills (SIGKILL) every process whose run id starts with
+ * `prefix` (an earlier run on the same data dir), except this process and
+ * its ancestors, logs each with the instance it belonged to, and waits up
+ * to wait_ms for them to exit. Returns how many it killed. */
+int ten__tree_kill_leftovers(const char *prefix, int wait_ms);
+
 #endif

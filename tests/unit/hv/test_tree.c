@@ -180,6 +180,29 @@ TEST(signal_tree) {
   CHECK(all_gone(rest, 2));
 }
 
+/* Leftovers: only processes whose run id starts with this data dir's
+ * prefix are killed, and the count says so. */
+TEST(kill_leftovers) {
+  /* Prefixes of this test run alone: the scan looks at every process. */
+  char prefix[32], mine_id[48], other_id[48];
+  snprintf(prefix, sizeof prefix, "test%d-", (int)getpid());
+  snprintf(mine_id, sizeof mine_id, "%s1-1", prefix);
+  snprintf(other_id, sizeof other_id, "test%dx-1-1", (int)getpid());
+  pid_t mine = start("left-mine", mine_id, 0, "true");
+  pid_t other_dir = start("left-other", other_id, 0, "true");
+  pid_t plain = start("left-plain", NULL, 0, "true");
+  CHECK_EQ(ten__tree_kill_leftovers(prefix, 2000), 1);
+  pid_t gone[] = {mine};
+  CHECK(all_gone(gone, 1));
+  CHECK(alive(other_dir));
+  CHECK(alive(plain));
+  CHECK_EQ(ten__tree_kill_leftovers(prefix, 2000), 0); /* nothing left: nothing to do */
+  kill(other_dir, SIGKILL);
+  kill(plain, SIGKILL);
+  pid_t rest[] = {other_dir, plain};
+  CHECK(all_gone(rest, 2));
+}
+
 int main(void) {
   if (!mkdtemp(dir)) {
     CHECK(!"no temp dir");
@@ -189,6 +212,7 @@ int main(void) {
   CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0UL, 0UL, 0UL), 0);
   RUN(children);
   RUN(signal_tree);
+  RUN(kill_leftovers);
   /* Whatever a failed check left: end it, so no process outlives the test. */
   size_t count = 0;
   pid_t *kids = ten__tree_children(getpid(), &count);
