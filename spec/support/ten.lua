@@ -296,4 +296,63 @@ service "hello" {
     opts.extra or "")
 end
 
+-- ---------------------------------------------------------------- processes
+
+-- Background load: a separate process GETs each host in turn until stopped.
+-- ten.hammer(port, { "a.hello.localhost", ... }) returns h; h:stop() stops
+-- it and returns { [status or "error"] = count }. Register h:stop() as a
+-- cleanup too (stopping twice is fine).
+local Hammer = {}
+Hammer.__index = Hammer
+function M.hammer(port, hosts)
+  local dir = assert(tt.mkdtemp("ten-hammer-"))
+  local argv = { os.getenv("LUA54") or "lua5.4", M.source_dir .. "/spec/support/hammer.lua",
+    tostring(port), dir .. "/stop", dir .. "/out" }
+  for _, h in ipairs(hosts) do argv[#argv + 1] = h end
+  local pid = assert(tt.spawn { argv = argv, env = {}, env_inherit = true, stderr = dir .. "/err" })
+  return setmetatable({ pid = pid, dir = dir }, Hammer)
+end
+function Hammer:stop()
+  if self.counts then return self.counts end
+  tt.write_file(self.dir .. "/stop", "")
+  local how = tt.wait(self.pid, 30000)
+  if not how then
+    tt.kill(self.pid, "KILL")
+    tt.wait(self.pid, 5000)
+  end
+  self.counts = {}
+  for status, n in (read(self.dir .. "/out")):gmatch("(%w+) (%d+)") do self.counts[status] = tonumber(n) end
+  local err = read(self.dir .. "/err")
+  tt.rm_rf(self.dir)
+  if not how then error("the hammer did not stop") end
+  if err ~= "" then error("the hammer failed: " .. err) end
+  return self.counts
+end
+
+-- Every live process started for an instance of a `ten` with this data dir,
+-- wherever it is in the process tree now (their environment says
+-- TENEMENT_DATA_DIR=data_dir; a process that cleared its environment is not
+-- found). Sorted pids.
+function M.instance_processes(data_dir)
+  local marker = "TENEMENT_DATA_DIR=" .. data_dir .. "\0"
+  local pids = {}
+  local ls = assert(io.popen("exec ls /proc"))
+  for name in ls:lines() do
+    local pid = tonumber(name)
+    if pid and tt.alive(pid) then
+      local environ = tt.read_file("/proc/" .. pid .. "/environ")
+      if environ and ("\0" .. environ):find("\0" .. marker, 1, true) then pids[#pids + 1] = pid end
+    end
+  end
+  ls:close()
+  table.sort(pids)
+  return pids
+end
+
+-- Kills (SIGKILL) every process M.instance_processes finds: the cleanup for
+-- specs whose subject is processes that escaped ten.
+function M.kill_instance_processes(data_dir)
+  for _, pid in ipairs(M.instance_processes(data_dir)) do tt.kill(pid, "KILL") end
+end
+
 return M

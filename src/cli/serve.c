@@ -385,6 +385,7 @@ int ten_cli_serve(const ten_cli_opts_t *o) {
     return TEN_EXIT_ERROR;
   }
   ten_hv_init(&s.hv, &s.loop, s.config);
+  ten_hv_kill_leftovers(&s.hv); /* before any instance of ours runs */
   ten_logs_options_t lo = logs_options(&s.config->settings);
   s.logs = ten_logs_new(&s.loop, s.db, &lo);
   ten_hv_set_output(&s.hv, open_output, &s);

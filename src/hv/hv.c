@@ -1,22 +1,21 @@
+/* hv.c: the instance state machine (see hv.h): events, transitions, timers,
+ * readiness and health probes, the public calls that drive it, and the
+ * shutdown. Starting, watching and killing processes is proc.c's (proc.h);
+ * reporting is report.c's. */
 #include "hv/hv.h"
 
 #include "hv/internal.h"
-#include "hv/spawn.h"
-#include "policy/template.h"
+#include "hv/proc.h"
 #include "util/httpc.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/time.h"
 
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,16 +30,6 @@
 #define PROBE_ATTEMPT_TIMEOUT_MS 2000
 
 #define ID_MAX 63
-
-/* The process of an instance: its pidfd watch outlives the instance's
- * interest in it (closing is asynchronous), so it is its own allocation. */
-struct ten_proc {
-  uv_poll_t poll;
-  int pidfd;
-  pid_t pid;
-  ten_instance_t *inst; /* NULL once the instance has let go */
-  ten_hv_t *hv;
-};
 
 typedef enum event {
   EV_START,         /* someone asked for it to run */
@@ -62,8 +51,7 @@ const char *ten_instance_state_name(ten_instance_state_t s) {
 }
 
 static void dispatch(ten_instance_t *inst, event_t ev);
-static void check_shutdown(ten_hv_t *hv);
-static void maybe_shutdown_done(ten_hv_t *hv);
+static void close_instance(ten_instance_t *inst);
 
 /* ------------------------------------------------------------ transitions */
 
@@ -83,7 +71,11 @@ static void transition(ten_instance_t *inst, ten_instance_state_t to, const char
           state_names[from], state_names[to], detail && *detail ? ": " : "", detail ? detail : "");
   ten__hv_scale_transition(inst, from, to);
   notify(inst->hv, inst, from, to);
-  ten__hv_reload_transition(inst, to); /* last: it may let go of the instance */
+  ten__hv_reload_transition(inst, to);
+  /* Last: a removed instance is let go of once its process is reaped, and
+   * never before (the process record points at it until then). */
+  if (inst->_removing && !inst->proc && (to == TEN_INST_STOPPED || to == TEN_INST_FAILED))
+    close_instance(inst);
 }
 
 /* Sets inst->reason; the message may quote the old reason. */
@@ -108,7 +100,7 @@ static void arm_timer(ten_instance_t *inst, double seconds) {
 
 static void disarm_timer(ten_instance_t *inst) { uv_timer_stop(&inst->_timer); }
 
-/* ------------------------------------------------------------ processes */
+/* ------------------------------------------------------------ exits */
 
 static void describe_exit(int status, char *out, size_t len) {
   if (WIFEXITED(status))
@@ -119,225 +111,10 @@ static void describe_exit(int status, char *out, size_t len) {
     snprintf(out, len, "ended with wait status %d", status);
 }
 
-static void on_proc_closed(uv_handle_t *h) {
-  ten_proc_t *proc = ten_container_of((uv_poll_t *)h, ten_proc_t, poll);
-  ten_hv_t *hv = proc->hv;
-  close(proc->pidfd);
-  free(proc);
-  hv->live_procs--;
-  check_shutdown(hv);
-}
-
-static void on_pidfd(uv_poll_t *h, int status, int events) {
-  ten_proc_t *proc = ten_container_of(h, ten_proc_t, poll);
-  int wstatus = 0;
-  pid_t r;
-  /* The leader has exited but is not reaped yet, so its pid still names
-   * its process group and cannot have been reused: whatever it left
-   * running in the group goes with it. */
-  siginfo_t info = {0};
-  if (waitid(P_PID, (id_t)proc->pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid)
-    killpg(proc->pid, SIGKILL);
-  do r = waitpid(proc->pid, &wstatus, WNOHANG);
-  while (r < 0 && errno == EINTR);
-  if (r == 0) return;     /* spurious */
-  if (r < 0) wstatus = 0; /* reaped elsewhere: nothing more to learn */
-  uv_poll_stop(h);
-  ten_instance_t *inst = proc->inst;
-  uv_close((uv_handle_t *)h, on_proc_closed);
-  if (!inst) return;
+void ten__hv_exited(ten_instance_t *inst, int wstatus) {
   describe_exit(wstatus, inst->last_exit, sizeof inst->last_exit);
-  inst->proc = NULL;
-  inst->pid = 0;
   inst->_exit_crashed = !(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
   dispatch(inst, EV_EXIT);
-}
-
-static void signal_group(ten_instance_t *inst, int sig) {
-  if (!inst->pid) return;
-  /* The child made itself a group leader; until it has, signal it alone. */
-  if (killpg(inst->pid, sig) < 0) kill(inst->pid, sig);
-}
-
-static int mkdir_parents(const char *path, ten_err_t *err) {
-  char *copy = ten_xstrdup(path);
-  int rc = 0;
-  for (char *p = copy + 1; *p && rc == 0; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(copy, 0755) < 0 && errno != EEXIST)
-      rc = ten_errf(err, -errno, "cannot create %s: %s", copy, strerror(errno));
-    *p = '/';
-  }
-  free(copy);
-  return rc;
-}
-
-static int free_tcp_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  int rc = 0;
-  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &len) < 0)
-    rc = -errno;
-  close(fd);
-  return rc ? rc : ntohs(a.sin_port);
-}
-
-/* Prepares the socket path or port of the next process. */
-static int bind_activation_socket(ten_instance_t *inst, ten_err_t *err);
-
-static int prepare_endpoint(ten_instance_t *inst, ten_err_t *err) {
-  const ten_service_conf_t *conf = inst->conf;
-  const char *data_dir = inst->config->settings.data_dir;
-  /* Socket activation: the socket ten bound outlives the process, so
-   * connections queue in the kernel across a restart. */
-  if (inst->_listen_fd >= 0) return 0;
-  free(inst->socket_path);
-  inst->socket_path = NULL;
-  inst->port = 0;
-  if (conf->port_auto) {
-    int port = free_tcp_port();
-    if (port < 0) return ten_errf(err, port, "no free TCP port: %s", uv_strerror(port));
-    inst->port = port;
-    return 0;
-  }
-  ten_template_vars_t vars = {inst->id, inst->service, data_dir, "", ""};
-  inst->socket_path = ten_template_expand(conf->socket, &vars);
-  struct sockaddr_un sun;
-  if (strlen(inst->socket_path) >= sizeof sun.sun_path)
-    return ten_errf(
-        err, UV_ENAMETOOLONG,
-        "socket path %s is %zu bytes; unix sockets allow %zu (shorten data_dir or 'socket')",
-        inst->socket_path, strlen(inst->socket_path), sizeof sun.sun_path - 1);
-  int rc = mkdir_parents(inst->socket_path, err);
-  if (rc) return rc;
-  /* A socket left by a previous process would accept nothing: remove it so
-   * readiness means the new process is listening. Never remove a non-socket. */
-  struct stat st;
-  if (lstat(inst->socket_path, &st) == 0) {
-    if (!S_ISSOCK(st.st_mode))
-      return ten_errf(err, UV_EEXIST, "%s exists and is not a socket", inst->socket_path);
-    if (unlink(inst->socket_path) < 0)
-      return ten_errf(err, -errno, "cannot remove stale socket %s: %s", inst->socket_path,
-                      strerror(errno));
-  }
-  return conf->activation == TEN_ACTIVATION_SOCKET ? bind_activation_socket(inst, err) : 0;
-}
-
-static int bind_activation_socket(ten_instance_t *inst, ten_err_t *err) {
-  int fd;
-  if (inst->socket_path) {
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", inst->socket_path);
-    if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 1024) < 0)) {
-      close(fd);
-      fd = -1;
-    }
-  } else {
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)inst->port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 1024) < 0)) {
-      close(fd);
-      fd = -1;
-    }
-  }
-  if (fd < 0)
-    return ten_errf(err, -errno, "cannot bind the activation socket of %s: %s", inst->key,
-                    strerror(errno));
-  inst->_listen_fd = fd;
-  return 0;
-}
-
-static char **build_env(ten_instance_t *inst) {
-  const ten_service_conf_t *conf = inst->conf;
-  char port[16] = "";
-  if (inst->port) snprintf(port, sizeof port, "%d", inst->port);
-  const char *socket = inst->socket_path ? inst->socket_path : "";
-  ten_template_vars_t vars = {inst->id, inst->service, inst->config->settings.data_dir, socket,
-                              port};
-  size_t n = 0;
-  char **extra = ten_xcalloc(conf->env_count + 8, sizeof *extra);
-  extra[n++] = ten_xasprintf("TENEMENT_SERVICE=%s", inst->service);
-  extra[n++] = ten_xasprintf("TENEMENT_ID=%s", inst->id);
-  extra[n++] = ten_xasprintf("TENEMENT_DATA_DIR=%s", inst->config->settings.data_dir);
-  if (inst->socket_path) extra[n++] = ten_xasprintf("SOCKET=%s", socket);
-  if (inst->port) extra[n++] = ten_xasprintf("PORT=%s", port);
-  if (inst->_listen_fd >= 0) {
-    extra[n++] = ten_xstrdup("LISTEN_FDS=1");
-    /* Room for the child to write its own pid in (spawn.c). */
-    extra[n++] = ten_xstrdup("LISTEN_PID=00000000000000000000");
-  }
-  for (size_t i = 0; i < conf->env_count; i++) {
-    char *value = ten_template_expand(conf->env[i].value, &vars);
-    extra[n++] = ten_xasprintf("%s=%s", conf->env[i].name, value);
-    free(value);
-  }
-  char **envp = ten_spawn_env_build(extra, n);
-  for (size_t i = 0; i < n; i++) free(extra[i]);
-  free(extra);
-  return envp;
-}
-
-static int start_process(ten_instance_t *inst, ten_err_t *err) {
-  ten_hv_t *hv = inst->hv;
-  const ten_service_conf_t *conf = inst->conf;
-  int rc = prepare_endpoint(inst, err);
-  if (rc) return rc;
-
-  char port[16] = "";
-  if (inst->port) snprintf(port, sizeof port, "%d", inst->port);
-  ten_template_vars_t vars = {inst->id, inst->service, inst->config->settings.data_dir,
-                              inst->socket_path ? inst->socket_path : "", port};
-  char *command = ten_template_expand(conf->command, &vars);
-  char *directory = conf->directory ? ten_template_expand(conf->directory, &vars)
-                                    : ten_xstrdup(inst->config->settings.data_dir);
-  char **envp = build_env(inst);
-  int out_fd = -1, err_fd = -1;
-  if (hv->output && (rc = hv->output(hv->output_ctx, inst, &out_fd, &err_fd)) < 0) {
-    rc = ten_errf(err, rc, "cannot open the log of %s: %s", inst->key, uv_strerror(rc));
-    goto done;
-  }
-
-  ten_spawn_opts_t opts = {command, directory, envp, out_fd, err_fd, inst->_listen_fd};
-  ten_spawned_t child;
-  if ((rc = ten_spawn(&opts, &child, err))) goto done;
-
-  ten_proc_t *proc = ten_xcalloc(1, sizeof *proc);
-  proc->pid = child.pid;
-  proc->pidfd = child.pidfd;
-  proc->inst = inst;
-  proc->hv = hv;
-  if ((rc = uv_poll_init(hv->loop, &proc->poll, child.pidfd)) < 0) {
-    /* Cannot watch it: do not leave it running unwatched. */
-    kill(child.pid, SIGKILL);
-    while (waitpid(child.pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    close(child.pidfd);
-    free(proc);
-    rc = ten_errf(err, rc, "cannot watch pid %d: %s", (int)child.pid, uv_strerror(rc));
-    goto done;
-  }
-  uv_poll_start(&proc->poll, UV_READABLE, on_pidfd);
-  hv->live_procs++;
-  inst->proc = proc;
-  inst->pid = child.pid;
-  inst->started_ms = ten_now_ms();
-  inst->ready_ms = 0;
-
-done:
-  if (out_fd >= 0) close(out_fd);
-  if (err_fd >= 0 && err_fd != out_fd) close(err_fd);
-  ten_spawn_env_free(envp);
-  free(command);
-  free(directory);
-  return rc;
 }
 
 /* ------------------------------------------------------------ readiness */
@@ -419,8 +196,10 @@ static void on_health(void *ctx, int result) {
   inst->health = TEN_HEALTH_FAILING;
   inst->health_failures++;
   char what[96];
-  if (result < 0) snprintf(what, sizeof what, "%s", uv_strerror(result));
-  else snprintf(what, sizeof what, "status %d", result);
+  if (result < 0)
+    snprintf(what, sizeof what, "%s", uv_strerror(result));
+  else
+    snprintf(what, sizeof what, "status %d", result);
   ten_log(TEN_LOG_WARN, "hv: %s health check %s failed (%s), %u of %d", inst->key,
           inst->conf->health, what, inst->health_failures, inst->conf->health_failures);
   if (inst->health_failures >= (unsigned)inst->conf->health_failures) {
@@ -457,7 +236,7 @@ static void begin_start(ten_instance_t *inst) {
   if (inst->_ever_started) inst->restarts++;
   inst->_ever_started = true;
   inst->reason[0] = '\0';
-  if (start_process(inst, &err)) {
+  if (ten__proc_start(inst, &err)) {
     set_reason(inst, "cannot start: %s", err.msg);
     disarm_timer(inst);
     transition(inst, TEN_INST_FAILED, inst->reason);
@@ -472,8 +251,10 @@ static void begin_start(ten_instance_t *inst) {
   if (inst->_listen_fd >= 0) {
     /* The socket already accepts (the kernel queues connections until the
      * app does), so there is nothing to poll for; only health is asked. */
-    if (inst->conf->health) probe(inst, true);
-    else dispatch(inst, EV_READY);
+    if (inst->conf->health)
+      probe(inst, true);
+    else
+      dispatch(inst, EV_READY);
     return;
   }
   probe(inst, false);
@@ -481,7 +262,7 @@ static void begin_start(ten_instance_t *inst) {
 
 static void send_term(ten_instance_t *inst) {
   inst->_term_sent = true;
-  signal_group(inst, SIGTERM);
+  ten__proc_signal(inst, SIGTERM);
   arm_timer(inst, inst->conf->stop_timeout);
 }
 
@@ -539,8 +320,16 @@ static void on_unplanned_exit(ten_instance_t *inst, bool crashed) {
 
 /* ------------------------------------------------------------ the machine */
 
+/* Whether the instance may start a process (again). Not while ten shuts
+ * down, and not once its service has left the config: a process started
+ * then would outlive its instance. */
+static bool may_run(const ten_instance_t *inst) {
+  return !inst->hv->shutting_down && !inst->_removing;
+}
+
 /* state x event -> action. Unlisted pairs are no-ops on purpose. */
 static void dispatch(ten_instance_t *inst, event_t ev) {
+  if ((ev == EV_START || ev == EV_RESTART) && !may_run(inst)) return;
   switch (inst->state) {
   case TEN_INST_STOPPED:
   case TEN_INST_FAILED:
@@ -575,7 +364,7 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
       inst->_start_failure = true;
       ten_log(TEN_LOG_WARN, "hv: %s %s; killing it", inst->key, inst->reason);
       stop_probing(inst);
-      signal_group(inst, SIGKILL);
+      ten__proc_signal(inst, SIGKILL);
       break; /* the exit decides what comes next */
     case EV_EXIT: on_unplanned_exit(inst, true); break;
     case EV_STOP:
@@ -620,12 +409,12 @@ static void dispatch(ten_instance_t *inst, event_t ev) {
       } else {
         ten_log(TEN_LOG_WARN, "hv: %s did not exit %g s after SIGTERM; sending SIGKILL", inst->key,
                 inst->conf->stop_timeout);
-        signal_group(inst, SIGKILL);
+        ten__proc_signal(inst, SIGKILL);
       }
       break;
     case EV_EXIT: {
       disarm_timer(inst);
-      bool again = inst->_restart_after_stop && !inst->hv->shutting_down;
+      bool again = inst->_restart_after_stop && may_run(inst);
       /* Observers see the flag still set: requests waiting through a
        * restart keep waiting, and a rolling restart does not move on. */
       inst->_restart_after_stop = again;
@@ -678,11 +467,10 @@ static void on_instance_handle_closed(uv_handle_t *h) {
   free(inst->key);
   free(inst);
   hv->live_instances--;
-  maybe_shutdown_done(hv);
+  ten__hv_maybe_shutdown_done(hv);
 }
 
-ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *conf,
-                                     const char *id) {
+ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *conf, const char *id) {
   ten_instance_t *inst = ten_xcalloc(1, sizeof *inst);
   inst->hv = hv;
   inst->service = ten_xstrdup(conf->name);
@@ -703,12 +491,26 @@ ten_instance_t *ten__hv_instance_new(ten_hv_t *hv, const ten_service_conf_t *con
   return inst;
 }
 
-void ten__hv_instance_close(ten_instance_t *inst) {
+/* Takes the instance out of the map and closes its handles; it is freed in
+ * the last close callback. Only for an instance without a process. */
+static void close_instance(ten_instance_t *inst) {
   ten_hv_t *hv = inst->hv;
   stop_probing(inst);
   ten_map_del(&hv->instances, inst->key, strlen(inst->key));
   uv_close((uv_handle_t *)&inst->_timer, on_instance_handle_closed);
   uv_close((uv_handle_t *)&inst->_retry, on_instance_handle_closed);
+}
+
+void ten__hv_instance_remove(ten_instance_t *inst) {
+  if (inst->_removing) return;
+  inst->_removing = true;
+  inst->_restart_after_stop = false;
+  if (inst->proc) {
+    dispatch(inst, EV_STOP); /* closed by transition() once reaped */
+  } else {
+    disarm_timer(inst); /* a backoff must not start it */
+    close_instance(inst);
+  }
 }
 
 void ten__hv_start(ten_instance_t *inst) { dispatch(inst, EV_START); }
@@ -727,29 +529,6 @@ void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg)
   ten_log(TEN_LOG_ERROR, "hv: %s: %s hook failed, using the default: %s", inst->key, what, msg);
 }
 
-static double rss_mb(pid_t pid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return 0;
-  long pages = 0, resident = 0;
-  int n = fscanf(f, "%ld %ld", &pages, &resident);
-  fclose(f);
-  return n == 2 ? (double)resident * (double)sysconf(_SC_PAGESIZE) / (1024.0 * 1024.0) : 0;
-}
-
-void ten__hv_facts(const ten_instance_t *inst, ten_hook_instance_t *out) {
-  uint64_t now = ten_now_ms();
-  out->service = inst->service;
-  out->id = inst->id;
-  out->state = state_names[inst->state];
-  out->idle_seconds = inst->active ? 0 : (double)(now - inst->last_active_ms) / 1000.0;
-  out->uptime = inst->pid ? (double)(now - inst->started_ms) / 1000.0 : 0;
-  out->requests = inst->requests;
-  out->memory_mb = inst->pid ? rss_mb(inst->pid) : 0;
-  out->weight = inst->weight;
-}
-
 static bool valid_id(const char *id) {
   size_t len = strlen(id);
   if (len == 0 || len > ID_MAX) return false;
@@ -766,6 +545,7 @@ int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config) {
   hv->loop = loop;
   hv->config = ten_config_ref(config);
   ten__hv_reaper_start(hv);
+  ten__proc_init(hv);
   return 0;
 }
 
@@ -855,6 +635,9 @@ int ten_hv_restart(ten_hv_t *hv, const char *key, ten_err_t *err) {
   if (hv->shutting_down) return ten_errf(err, UV_ECANCELED, "the server is shutting down");
   ten_instance_t *inst = ten_hv_find_key(hv, key);
   if (!inst) return ten_errf(err, UV_ENOENT, "unknown instance '%s'", key);
+  if (inst->_removing)
+    return ten_errf(err, UV_ENOENT, "%s: its service was removed from the config; it is stopping",
+                    key);
   inst->held = false;
   dispatch(inst, inst->state == TEN_INST_DRAINING ? EV_START : EV_RESTART);
   if (inst->state == TEN_INST_FAILED)
@@ -884,91 +667,14 @@ void ten_instance_release(ten_instance_t *inst) {
   if (inst->active == 0 && inst->state == TEN_INST_DRAINING) dispatch(inst, EV_DRAINED);
 }
 
-/* ------------------------------------------------------------ reporting */
-
-void ten_instance_to_json(const ten_instance_t *inst, ten_jw_t *w) {
-  uint64_t now = ten_now_ms();
-  ten_jw_obj(w);
-  ten_jw_kstr(w, "service", inst->service);
-  ten_jw_kstr(w, "id", inst->id);
-  ten_jw_kstr(w, "state", state_names[inst->state]);
-  ten_jw_key(w, "pid");
-  if (inst->pid)
-    ten_jw_int(w, inst->pid);
-  else
-    ten_jw_null(w);
-  ten_jw_kstr(w, "socket", inst->socket_path);
-  ten_jw_key(w, "port");
-  if (inst->port)
-    ten_jw_int(w, inst->port);
-  else
-    ten_jw_null(w);
-  ten_jw_key(w, "uptime");
-  if (inst->pid)
-    ten_jw_num(w, (double)(now - inst->started_ms) / 1000.0);
-  else
-    ten_jw_null(w);
-  static const char *const health_names[] = {"unknown", "ok", "failing"};
-  ten_jw_kint(w, "restarts", inst->restarts);
-  ten_jw_kint(w, "crashes", inst->crashes);
-  ten_jw_kstr(w, "health", inst->conf->health ? health_names[inst->health] : NULL);
-  ten_jw_kint(w, "weight", inst->weight);
-  ten_jw_kint(w, "active", inst->active);
-  ten_jw_kint(w, "requests", (int64_t)inst->requests);
-  ten_jw_key(w, "idle_seconds");
-  if (inst->active || !inst->last_active_ms) ten_jw_num(w, 0);
-  else ten_jw_num(w, (double)(now - inst->last_active_ms) / 1000.0);
-  ten_jw_kbool(w, "held", inst->held);
-  ten_jw_kbool(w, "idle_stopped", inst->idle_stopped);
-  ten_jw_kbool(w, "on_demand", inst->on_demand);
-  ten_jw_kstr(w, "last_exit", inst->last_exit[0] ? inst->last_exit : NULL);
-  ten_jw_kstr(w, "reason", inst->reason[0] ? inst->reason : NULL);
-  ten_jw_kstr(w, "hook_error", inst->hook_error[0] ? inst->hook_error : NULL);
-  ten_jw_key(w, "hook_errors");
-  ten_jw_obj(w);
-  if (inst->weight_hook_error[0]) ten_jw_kstr(w, "weight", inst->weight_hook_error);
-  if (inst->idle_hook_error[0]) ten_jw_kstr(w, "idle", inst->idle_hook_error);
-  ten_jw_obj_end(w);
-  ten_jw_obj_end(w);
-}
-
-static int cmp_instances(const void *a, const void *b) {
-  return strcmp((*(ten_instance_t *const *)a)->key, (*(ten_instance_t *const *)b)->key);
-}
-
-/* All instances sorted by key; caller frees the array. */
-static ten_instance_t **sorted_instances(ten_hv_t *hv, size_t *count) {
-  ten_instance_t **list = ten_xcalloc(hv->instances.count + 1, sizeof *list);
-  size_t n = 0;
-  ten_map_entry_t *e;
-  for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) list[n++] = e->value;
-  qsort(list, n, sizeof *list, cmp_instances);
-  *count = n;
-  return list;
-}
-
-void ten_hv_to_json(ten_hv_t *hv, ten_jw_t *w) {
-  size_t n;
-  ten_instance_t **list = sorted_instances(hv, &n);
-  ten_jw_arr(w);
-  for (size_t i = 0; i < n; i++) ten_instance_to_json(list[i], w);
-  ten_jw_arr_end(w);
-  free(list);
-}
-
-void ten_hv_count(ten_hv_t *hv, unsigned counts[TEN_INST_STATE_COUNT]) {
-  memset(counts, 0, sizeof(unsigned) * TEN_INST_STATE_COUNT);
-  ten_map_entry_t *e;
-  for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);)
-    counts[((ten_instance_t *)e->value)->state]++;
-}
-
 /* ------------------------------------------------------------ shutdown */
 
 /* Once every process is reaped, close every instance's handles; the last
  * close callback reports the end of the shutdown. */
-static void maybe_shutdown_done(ten_hv_t *hv) {
-  if (!hv->_closing || hv->live_instances > 0 || hv->_reaper_open || !hv->shutdown_cb) return;
+void ten__hv_maybe_shutdown_done(ten_hv_t *hv) {
+  if (!hv->_closing || hv->live_instances > 0 || hv->_reaper_open || hv->_sigchld_open ||
+      !hv->shutdown_cb)
+    return;
   void (*cb)(ten_hv_t *) = hv->shutdown_cb;
   hv->shutdown_cb = NULL;
   cb(hv);
@@ -977,19 +683,20 @@ static void maybe_shutdown_done(ten_hv_t *hv) {
 static void on_reaper_closed(uv_handle_t *h) {
   ten_hv_t *hv = h->data;
   hv->_reaper_open = false;
-  maybe_shutdown_done(hv);
+  ten__hv_maybe_shutdown_done(hv);
 }
 
-static void check_shutdown(ten_hv_t *hv) {
+void ten__hv_check_shutdown(ten_hv_t *hv) {
   if (!hv->shutting_down || hv->_closing || hv->live_procs > 0) return;
   ten_map_entry_t *e;
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);)
     if (((ten_instance_t *)e->value)->proc) return;
   hv->_closing = true;
+  ten__proc_close(hv);
   if (hv->_reaper_open && !uv_is_closing((uv_handle_t *)&hv->_reaper))
     uv_close((uv_handle_t *)&hv->_reaper, on_reaper_closed);
   if (hv->live_instances == 0) {
-    maybe_shutdown_done(hv);
+    ten__hv_maybe_shutdown_done(hv);
     return;
   }
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {
@@ -1007,18 +714,19 @@ void ten_hv_shutdown(ten_hv_t *hv, void (*done)(ten_hv_t *hv)) {
   hv->shutting_down = true;
   hv->shutdown_cb = done;
   size_t n;
-  ten_instance_t **list = sorted_instances(hv, &n);
+  ten_instance_t **list = ten__hv_sorted_instances(hv, &n);
   for (size_t i = 0; i < n; i++) {
     ten_instance_t *inst = list[i];
     inst->_restart_after_stop = false;
     if (inst->state != TEN_INST_DRAINING) dispatch(inst, EV_STOP);
   }
   free(list);
-  check_shutdown(hv);
+  ten__hv_check_shutdown(hv);
 }
 
 void ten_hv_free(ten_hv_t *hv) {
   ten_map_free(&hv->instances);
+  ten_map_free(&hv->_procs);
   ten__hv_services_free(hv);
   ten_config_unref(hv->config);
   hv->config = NULL;

@@ -9,8 +9,11 @@
  *
  * Every transition goes through one function that logs it, counts it and
  * tells the observers (the proxy's upstream pool, later the event stream).
- * Processes are watched with pidfds on the loop; no zombie survives. All
- * functions are loop-thread only. Errors a person reads come back in a
+ * Processes are watched with pidfds on the loop; no zombie survives. Every
+ * process of an instance (its process group, descendants that left it,
+ * and those `ten` adopted as subreaper) dies with the instance and with
+ * `ten`; what a killed `ten` left behind, the next one on the same data dir
+ * kills at start (ten_hv_kill_leftovers). All functions are loop-thread only. Errors a person reads come back in a
  * ten_err_t naming the instance.
  */
 #ifndef TEN_HV_HV_H
@@ -102,7 +105,7 @@ struct ten_instance {
   bool _term_sent;
   int _open_handles;
   int _listen_fd;    /* socket activation: the socket ten bound, kept across restarts */
-  bool _removing;    /* its service left the config: freed once stopped */
+  bool _removing;    /* its service left the config: never started again, freed once reaped */
   struct ten_hv_waiter *_waiters; /* requests waiting for it to be ready */
   unsigned _waiter_count;
   struct ten_httpc *_health_probe;
@@ -155,10 +158,24 @@ struct ten_hv {
   struct ten_db *db;       /* where weights persist; may be NULL */
   uv_timer_t _reaper;      /* the idle reaper and health scheduler, every second */
   bool _reaper_open;
+  ten_map_t _procs;        /* "pid" -> every process not reaped yet (proc.c) */
+  char _run_prefix[40];    /* "<data dir hash>-<ten's pid>-": run ids of this run */
+  uint64_t _run_seq;       /* the last run id's sequence number */
+  uv_signal_t _sigchld;    /* reaps the descendants ten adopts as subreaper */
+  bool _sigchld_open;
   ten_map_t _services;     /* service name -> per-service state (pools, rate limits) */
 };
 
+/* Also makes this process a child subreaper (descendants of an instance
+ * whose parent exits come to it, to be reaped or killed). */
 int ten_hv_init(ten_hv_t *hv, uv_loop_t *loop, ten_config_t *config);
+/* Start-up, before any instance runs: kills every process an earlier run
+ * on the same data dir left running (kill -9 of ten takes its direct
+ * children along, not their descendants). They are found by the run id
+ * all of an instance's processes carry (TENEMENT_RUN), re-checked through
+ * a pidfd so a reused pid is never hit, logged, and waited for (2 s at
+ * most). Returns how many were killed. */
+int ten_hv_kill_leftovers(ten_hv_t *hv);
 void ten_hv_set_output(ten_hv_t *hv, ten_hv_output_fn fn, void *ctx);
 int ten_hv_observe(ten_hv_t *hv, ten_hv_observer_fn fn, void *ctx);
 
@@ -180,8 +197,9 @@ void ten_hv_set_db(ten_hv_t *hv, struct ten_db *db);
 /* Makes the instance ready for a request. Returns 1 if it is ready now;
  * 0 if the waiter was queued (its callback runs when the instance is ready
  * or has failed to start: one start serves every waiter); or an error:
- * UV_EAGAIN the queue is full, UV_EPERM it may not be woken (failed, or
- * stopped by an operator), UV_ECANCELED shutting down. */
+ * UV_EAGAIN the queue is full, UV_EPERM it may not be woken (failed,
+ * stopped by an operator, or its service was removed from the config),
+ * UV_ECANCELED shutting down. */
 int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w);
 /* Removes a queued waiter (its request timed out or left). */
 void ten_hv_unwait(ten_hv_waiter_t *w);

@@ -33,7 +33,7 @@ static void roll_next(void) {
   }
 }
 
-/* Called on every transition (from scale.c's hook via ten__hv_reload_transition). */
+/* Called on every transition (by hv.c's transition()). */
 void ten__hv_reload_transition(ten_instance_t *inst, ten_instance_state_t to) {
   if (inst == rolling.current &&
       (to == TEN_INST_READY || to == TEN_INST_FAILED || to == TEN_INST_BACKOFF ||
@@ -41,9 +41,6 @@ void ten__hv_reload_transition(ten_instance_t *inst, ten_instance_state_t to) {
     rolling.current = NULL;
     roll_next();
   }
-  /* A removed service's instance is forgotten once it has stopped. */
-  if (inst->_removing && !inst->proc && (to == TEN_INST_STOPPED || to == TEN_INST_FAILED))
-    ten__hv_instance_close(inst);
 }
 
 /* An instance is going away: take it out of the rolling queue. */
@@ -62,6 +59,14 @@ void ten__hv_reload_forget(ten_instance_t *inst) {
     rolling.queue = NULL;
     rolling.cap = 0;
   }
+}
+
+static bool declared(const ten_config_t *config, const ten_instance_t *inst) {
+  for (size_t i = 0; i < config->instance_count; i++)
+    if (!strcmp(config->instances[i].service, inst->service) &&
+        !strcmp(config->instances[i].id, inst->id))
+      return true;
+  return false;
 }
 
 static void queue_restart(ten_instance_t *inst) {
@@ -132,19 +137,24 @@ void ten_hv_apply_config(ten_hv_t *hv, ten_config_t *config, ten_buf_t *summary)
     ten_instance_t *inst = list[i];
     const ten_service_conf_t *conf = ten_config_service(config, inst->service, strlen(inst->service));
     if (!conf) {
-      inst->_removing = true;
-      if (inst->proc || ten__hv_running(inst) || inst->state == TEN_INST_DRAINING) {
-        ten__hv_stop(inst);
-      } else {
-        ten__hv_reload_forget(inst);
-        ten__hv_instance_close(inst);
-      }
+      ten__hv_reload_forget(inst);
+      ten__hv_instance_remove(inst);
       continue;
     }
     ten_config_t *was = inst->config;
     inst->config = ten_config_ref(config);
     inst->conf = conf;
     ten_config_unref(was);
+    if (inst->_removing) {
+      /* Its service came back while it was stopping: it stays, and runs
+       * again (once stopped) if the config declares it. */
+      inst->_removing = false;
+      if (declared(config, inst)) {
+        inst->held = false;
+        ten__hv_start(inst);
+        ten_buf_printf(summary, "%s stays: it starts again once stopped\n", inst->key);
+      }
+    }
     ten__hv_update_weight(inst);
     if (restart_service[conf - config->services] && ten__hv_running(inst)) queue_restart(inst);
   }

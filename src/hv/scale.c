@@ -47,6 +47,7 @@ void ten_hv_unwait(ten_hv_waiter_t *w) { unlink_waiter(w); }
 int ten_hv_wake(ten_instance_t *inst, ten_hv_waiter_t *w) {
   ten_hv_t *hv = inst->hv;
   if (hv->shutting_down) return UV_ECANCELED;
+  if (inst->_removing) return UV_EPERM; /* its service left the config */
   switch (inst->state) {
   case TEN_INST_READY: return 1;
   case TEN_INST_FAILED: return UV_EPERM;
@@ -121,6 +122,7 @@ static bool idle_now(ten_instance_t *inst, double *idle_seconds) {
 static void on_reaper(uv_timer_t *t) {
   ten_hv_t *hv = t->data;
   if (hv->shutting_down) return;
+  ten__proc_sweep(hv);
   uint64_t now = ten_now_ms();
   ten_map_entry_t *e;
   for (size_t it = 0; ten_map_next(&hv->instances, &it, &e);) {

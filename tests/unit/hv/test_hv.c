@@ -290,9 +290,9 @@ TEST(start_timeout) {
   CHECK(process_gone(pid));
 }
 
-/* hv.c, EV_EXIT while draining: "Whatever else runs in its process group
- * goes with it." A group member that ignores SIGTERM must be SIGKILLed once
- * the instance's main process has exited. */
+/* proc.c, on_pidfd: whatever the leader left running goes with it. A group
+ * member that ignores SIGTERM must be SIGKILLed once the instance's main
+ * process has exited. */
 TEST(stop_kills_process_group) {
   ten_err_t err;
   CHECK_EQ(ten_hv_spawn(&hv, "tree", "one", &err), 0);
