@@ -53,8 +53,10 @@ local bad = {
     config = 'service "api"\n' },
   { name = "settings twice", line = 2, words = { "settings given twice" },
     config = 'settings { port = 1 }\nsettings { port = 2 }\n' },
-  { name = "runaway loop", line = 1, words = { "instruction limit" },
+  { name = "runaway loop", line = 1, words = { "time limit" },
     config = 'while true do end\n' },
+  { name = "a loop that catches its own timeout", line = 1, words = { "time limit" },
+    config = 'while true do pcall(function() while true do end end) end\n' },
   { name = "bad domain", line = 1, words = { "'domain' must be a DNS name" },
     config = 'settings { domain = "not a domain" }\n' },
 }

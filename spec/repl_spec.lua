@@ -62,11 +62,22 @@ describe("repl", function()
     assert.are.equal("ready", after.state)
   end)
 
-  it("cuts off a runaway loop", function()
-    local code, _, err = repl("while true do end")
-    assert.are.equal(1, code)
-    assert.matches("instruction limit exceeded", err)
-    assert.are.equal(200, server:get("r.hello.localhost").status)
+  it("cannot stall the server", function()
+    local cases = {
+      { "while true do end", "time limit" },
+      { "while true do pcall(function() while true do end end) end", "time limit" },
+      { 'string.rep("a", 1e5):find(".-.-.-.-b")', "time limit" },
+      { 'local s = string.rep("x", 1 << 30)', "memory limit" },
+    }
+    for _, case in ipairs(cases) do
+      local code, _, err = repl(case[1])
+      assert.are.equal(1, code, case[1])
+      assert.truthy(err:find(case[2], 1, true), case[1] .. ": " .. err)
+      -- and the server goes on, the REPL too
+      assert.are.equal(0, (server:ten("ps")), case[1])
+      assert.are.equal(200, server:get("r.hello.localhost").status, case[1])
+      assert.are.equal("2\n", select(2, repl("1 + 1")), case[1])
+    end
   end)
 
   it("reads a session from stdin, continuing incomplete chunks", function()

@@ -126,6 +126,7 @@ typedef struct ten_config {
   ten_instance_decl_t *instances; /* started by `ten serve` */
   size_t instance_count;
   lua_State *L; /* owns the hooks; NULL when there are none */
+  uint64_t _hook_calls, _hook_running; /* hooks.c: calls so far, the one running (0: none) */
 } ten_config_t;
 
 /* Command-line values that override the file (NULL / -1 = not given). */

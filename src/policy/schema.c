@@ -223,7 +223,7 @@ static int key_line(ten_schema_ctx_t *ctx, const char *key) {
     lua_pushstring(L, ctx->source);
     lua_pushinteger(L, ctx->line);
     lua_pushstring(L, key);
-    if (tenL_pcall(L, 3, 1, TEN_LUA_BUDGET_CONFIG, NULL) == 0 && lua_isinteger(L, -1))
+    if (tenL_pcall(L, 3, 1, &tenL_config_limit, NULL) == 0 && lua_isinteger(L, -1))
       line = (int)lua_tointeger(L, -1);
   }
   lua_settop(L, top);
@@ -478,7 +478,8 @@ static int apply_cidrs(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, v
     return key_error(ctx, err, o->name, "'%s' must be a list like { \"10.0.0.0/8\" }, got %s",
                      o->name, describe(L, vidx, got, sizeof got));
   cidr_list_t *list = FIELD(target, o, cidr_list_t);
-  lua_Integer n = luaL_len(L, vidx);
+  /* Raw: a __len could claim any size, and this allocates by it. */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, vidx);
   list->items = ten_xcalloc((size_t)n + 1, sizeof *list->items);
   list->count = 0;
   for (lua_Integer i = 1; i <= n; i++) {
