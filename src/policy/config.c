@@ -84,6 +84,7 @@ static void config_free(ten_config_t *c) {
   }
   free(c->instances);
   tenL_close(c->L);
+  free(c->_hook_log);
   free(c->path);
   free(c);
 }

@@ -106,6 +106,7 @@ typedef struct ten_settings {
 
   /* upstream side */
   int route_ref; /* per-request Lua hook function(req) -> "service:id", or LUA_NOREF */
+  double hook_log_interval; /* seconds between log lines of a hook that keeps failing */
 
   int upstream_keepalive;          /* idle upstream connections kept per instance */
   double upstream_connect_timeout; /* seconds to connect to an instance */
@@ -117,6 +118,8 @@ typedef struct ten_instance_decl {
   char *id;
 } ten_instance_decl_t;
 
+typedef struct ten_hook_log ten_hook_log_t;
+
 typedef struct ten_config {
   int _refs;
   char *path; /* the tenement.lua it came from, or NULL for defaults */
@@ -126,6 +129,7 @@ typedef struct ten_config {
   ten_instance_decl_t *instances; /* started by `ten serve` */
   size_t instance_count;
   lua_State *L; /* owns the hooks; NULL when there are none */
+  ten_hook_log_t *_hook_log; /* hooks.c: when each hook's failures were logged */
   uint64_t _hook_calls, _hook_running; /* hooks.c: calls so far, the one running (0: none) */
 } ten_config_t;
 

@@ -6,6 +6,8 @@
 #include <uv.h>
 
 #include "policy/lua.h"
+#include "util/log.h"
+#include "util/time.h"
 
 /* A hook returned the wrong thing: the message names where its function is
  * defined (looked up only now, not on every call). */
@@ -161,6 +163,11 @@ static void push_request(lua_State *L, ten_config_t *c, const ten_hook_request_t
 
 typedef enum hook_kind { HOOK_WEIGHT, HOOK_IDLE, HOOK_ADMIT, HOOK_ROUTE } hook_kind_t;
 
+static const char *const hook_names[] = {"weight", "idle", "admit", "route"};
+/* What the callers do instead when a hook fails (hooks.h). */
+static const char *const hook_fallbacks[] = {"using the default weight", "using idle_timeout",
+                                             "refusing the instance", "routing by Host"};
+
 /* One call of a hook: its arguments. */
 typedef struct hook_call {
   hook_kind_t kind;
@@ -193,6 +200,58 @@ static int call_protected(lua_State *L) {
   return 1;
 }
 
+/* Per hook of a config: when its failures were last logged. */
+typedef struct hook_log_entry {
+  int ref;
+  uint64_t last_line_ms; /* 0: never failed */
+  uint64_t unlogged;     /* failures since that line */
+} hook_log_entry_t;
+
+struct ten_hook_log {
+  size_t count;
+  hook_log_entry_t entries[];
+};
+
+static hook_log_entry_t *log_entry(ten_config_t *c, int ref) {
+  ten_hook_log_t *log = c->_hook_log;
+  for (size_t i = 0; log && i < log->count; i++)
+    if (log->entries[i].ref == ref) return &log->entries[i];
+  size_t count = log ? log->count + 1 : 1;
+  log = ten_xrealloc(log, sizeof *log + count * sizeof log->entries[0]);
+  log->count = count;
+  log->entries[count - 1] = (hook_log_entry_t){.ref = ref};
+  c->_hook_log = log;
+  return &log->entries[count - 1];
+}
+
+/* A hook failing on every request must not write a line per request: the
+ * first failure is logged at once, then at most one line per
+ * hook_log_interval with the count since the last line and the last error.
+ * The count of a burst that stops is written with the next failure. */
+static void log_failure(ten_config_t *c, const hook_call_t *h, const char *msg) {
+  hook_log_entry_t *e = log_entry(c, h->ref);
+  char subject[160] = "";
+  if (h->inst)
+    snprintf(subject, sizeof subject, " for %s:%s", h->inst->service, h->inst->id);
+  else if (h->id)
+    snprintf(subject, sizeof subject, " for id %s", h->id);
+  uint64_t now = ten_now_ms();
+  const char *hook = hook_names[h->kind], *fallback = hook_fallbacks[h->kind];
+  if (!e->last_line_ms) {
+    ten_log(TEN_LOG_ERROR, "policy: %s hook failed%s, %s: %s", hook, subject, fallback, msg);
+    e->last_line_ms = now ? now : 1;
+    return;
+  }
+  e->unlogged++;
+  double since = (double)(now - e->last_line_ms) / 1000.0;
+  if (since < c->settings.hook_log_interval) return;
+  ten_log(TEN_LOG_ERROR, "policy: %s hook failed %llu more time%s in %.1f s (last%s), %s: %s", hook,
+          (unsigned long long)e->unlogged, e->unlogged == 1 ? "" : "s", since, subject, fallback,
+          msg);
+  e->last_line_ms = now;
+  e->unlogged = 0;
+}
+
 /* Calls the hook, leaving its one result on the stack on success. */
 static int run_hook(ten_config_t *c, hook_call_t *h, ten_err_t *err) {
   lua_State *L = c->L;
@@ -210,7 +269,8 @@ static bool has_hook(const ten_config_t *c, int ref) {
   return c->L && ref != LUA_NOREF && ref != LUA_REFNIL;
 }
 
-static int finish(ten_config_t *c, const hook_call_t *h, int rc) {
+static int finish(ten_config_t *c, const hook_call_t *h, int rc, ten_err_t *err) {
+  if (rc) log_failure(c, h, err->msg);
   lua_settop(c->L, h->top);
   return rc;
 }
@@ -227,7 +287,7 @@ int ten_hook_weight(ten_config_t *c, int ref, const ten_hook_instance_t *inst, i
     else
       *weight = (int)lua_tointeger(L, -1);
   }
-  return finish(c, &h, rc);
+  return finish(c, &h, rc, err);
 }
 
 int ten_hook_idle(ten_config_t *c, int ref, const ten_hook_instance_t *inst, bool *idle,
@@ -242,7 +302,7 @@ int ten_hook_idle(ten_config_t *c, int ref, const ten_hook_instance_t *inst, boo
     else
       *idle = lua_toboolean(L, -1);
   }
-  return finish(c, &h, rc);
+  return finish(c, &h, rc, err);
 }
 
 int ten_hook_admit(ten_config_t *c, int ref, const char *id, const ten_hook_request_t *req,
@@ -257,7 +317,7 @@ int ten_hook_admit(ten_config_t *c, int ref, const char *id, const ten_hook_requ
     else
       *admit = lua_toboolean(L, -1);
   }
-  return finish(c, &h, rc);
+  return finish(c, &h, rc, err);
 }
 
 int ten_hook_route(ten_config_t *c, const ten_hook_request_t *req, char *key, size_t key_len,
@@ -279,5 +339,5 @@ int ten_hook_route(ten_config_t *c, const ten_hook_request_t *req, char *key, si
       *routed = true;
     }
   }
-  return finish(c, &h, rc);
+  return finish(c, &h, rc, err);
 }

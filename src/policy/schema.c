@@ -61,6 +61,8 @@ const ten_option_t ten_settings_options[] = {
    "peers (e.g. \"10.0.0.0/8\") whose X-Forwarded-* headers are believed"},
   {"route", TEN_OPT_FUNC, SET(route_ref), 0, 0, 0, NULL, NULL, 0, 0,
    "function(req) -> \"service:id\" to route a request (runs per request: measure it)"},
+  {"hook_log_interval", TEN_OPT_SECONDS, SET(hook_log_interval), 0.001, 86400, 10, NULL, NULL, 0,
+   0, "seconds between log lines of a hook that keeps failing (the first failure is logged at once)"},
   {"upstream_keepalive", TEN_OPT_INT, SET(upstream_keepalive), 0, 4096, 32, NULL, NULL, 0, 0,
    "idle upstream connections kept open per instance"},
   {"upstream_connect_timeout", TEN_OPT_SECONDS, SET(upstream_connect_timeout), 0.001, 3600, 5, NULL,
