@@ -108,8 +108,8 @@ static const luaL_Reg primitives[] = {
     {"config", p_config}, {"reload", p_reload},     {NULL, NULL},
 };
 
-/* Protected: tenement.repl's environment (the `ten` table, a captured
- * print) and the module, kept in the registry. */
+/* Protected: tenement.repl's environment (the sandbox, the `ten` table,
+ * a captured print) and the module, kept in the registry. */
 static int build_env(lua_State *L) {
   ten_repl_t *r = lua_touserdata(L, 1);
   lua_getglobal(L, "require");
@@ -121,7 +121,8 @@ static int build_env(lua_State *L) {
   luaL_newlibtable(L, primitives);
   lua_pushlightuserdata(L, r);
   luaL_setfuncs(L, primitives, 1);
-  lua_call(L, 1, 2);
+  tenL_push_env(L);
+  lua_call(L, 2, 2);
   r->output_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;

@@ -217,7 +217,8 @@ static int evaluate(lua_State *L) {
   lua_pushliteral(L, "tenement.dsl");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "new");
-  lua_call(L, 0, 2);
+  tenL_push_env(L);
+  lua_call(L, 1, 2);
   int decl = lua_gettop(L), env = decl - 1;
 
   char chunkname[PATH_MAX + 2];
@@ -256,7 +257,8 @@ static int evaluate(lua_State *L) {
 }
 
 /* Runs `source` (named `path` in messages) in a fresh state with the DSL
- * as its environment and turns what it declared into c. Takes `source`. */
+ * in a sandbox as its environment and turns what it declared into c.
+ * Takes `source`. */
 static int evaluate_source(ten_config_t *c, const char *path, char *source, ten_err_t *err) {
   lua_State *L = c->L = tenL_newstate(TEN_LUA_MEMORY_LIMIT);
   if (!L) {

@@ -1,8 +1,9 @@
 /* config.h: the effective configuration, loaded from tenement.lua.
  *
  * A ten_config_t is an immutable snapshot: loading builds a new one (a fresh
- * lua_State evaluates the file, src/policy/schema.c checks every value and
- * fills defaults), and users hold references. A reload swaps the pointer;
+ * lua_State evaluates the file in a sandbox under tenL_config_limit,
+ * src/policy/schema.c checks every value and fills defaults), and users
+ * hold references. A reload swaps the pointer;
  * the old snapshot lives until its last reference is dropped. The snapshot
  * owns the lua_State its hooks live in. Loop thread only.
  *

@@ -1,6 +1,6 @@
 /* hooks.h: calling the operator's Lua hooks from tenement.lua.
  *
- * Each hook runs in the config snapshot's lua_State, under
+ * Each hook runs in the config snapshot's lua_State, in its sandbox, under
  * tenL_hook_limit (100 ms a call, uncatchable) and the state's memory
  * limit (src/policy/lua.h): an error, a wrong return type, a runaway loop
  * or pattern returns UV_EINVAL with a message naming file:line, and the

@@ -12,6 +12,9 @@
  *   file:line and the limit.
  * - memory: each state has a ceiling (TEN_LUA_MEMORY_LIMIT); an allocation
  *   beyond it is a Lua memory error, which the call reports.
+ * - reach: user code sees only the environment of tenL_push_env (no io,
+ *   os.exit, require, load of bytecode, debug but traceback, ...: see
+ *   sandbox.c); the embedded modules keep the full library.
  * States come from tenL_newstate and go with tenL_close. Loop thread only.
  */
 #ifndef TEN_POLICY_LUA_H
@@ -41,12 +44,16 @@ extern const tenL_limit_t tenL_repl_limit; /* 2000 ms */
 
 #define TEN_LUA_HOOK_EVERY 1000 /* instructions between two looks at the clock */
 
-/* A state with the standard libraries (see sandbox.c), cjson preloaded and
- * the embedded modules of lua/tenement/ findable by require, holding at
+/* A state with the libraries (safe subset, see sandbox.c), cjson preloaded
+ * and the embedded modules of lua/tenement/ findable by require, holding at
  * most memory_limit bytes. NULL if it cannot be created. */
 lua_State *tenL_newstate(size_t memory_limit);
 /* Closes a state of tenL_newstate (not lua_close: it owns more). NULL is ok. */
 void tenL_close(lua_State *L);
+
+/* Pushes a fresh environment for user code: the sandbox's globals, with
+ * `load` defaulting to it and `_G` pointing at it. */
+void tenL_push_env(lua_State *L);
 
 /* Calls the function below nargs arguments like lua_pcall, under the limit's
  * deadline (or the running call's, if that comes first: calls may nest).

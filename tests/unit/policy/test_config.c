@@ -285,6 +285,8 @@ static const bad_case_t bad_cases[] = {
     {"loop catching its timeout", "while true do\n  pcall(function() while true do end end)\nend\n", 2,
      {"config evaluation exceeded its time limit", NULL}},
     {"pathological pattern", "\nlocal s = ('a'):rep(1e5):find('.-.-.-.-b')\n", 2, {"time limit", NULL}},
+    {"os.exit", "os.exit(3)\n", 1, {"os.exit is not available", NULL}},
+    {"io", "local f = io.open('/etc/hostname')\n", 1, {"io.open is not available", NULL}},
     {"unknown placeholder", "service \"api\" {\n  command = \"app --name {user}\",\n}\n", 2,
      {"unknown placeholder {user}", "{id}"}},
     {"unavailable placeholder", "service \"api\" {\n  command = \"x\",\n  socket = \"/run/{port}.sock\",\n}\n",

@@ -16,7 +16,24 @@
 static const char hostile_config[] =
     "local cases = {}\n"
     "cases.ok = function() return 'a:ok' end\n"
+    /* what the sandbox does not offer */
+    "cases.io_open = function() io.open('/tmp/ten-unit-hooks-pwned', 'w') end\n"
+    "cases.os_execute = function() os.execute('true') end\n"
+    "cases.os_remove = function() os.remove('/tmp/ten-unit-hooks-pwned') end\n"
+    "cases.loadlib = function() package.loadlib('libc.so.6', 'abort') end\n"
+    "cases.require = function() require('io') end\n"
+    "cases.dofile = function() dofile('/etc/hostname') end\n"
+    "cases.debug = function() debug.getregistry() end\n"
+    "cases.dump = function() string.dump(function() end) end\n"
+    "cases.bytecode = function() assert(load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n')) end\n"
+    "cases.gc_stop = function() collectgarbage('stop') end\n"
+    "cases.gc_metamethod = function() setmetatable({}, { __gc = function() end }) end\n"
+    "cases.traceback = function() return debug.traceback('x'):find('^x') and 'a:done' end\n"
+    "cases.load_text = function() return load('return \"a:done\"')() end\n"
+    "cases.os_exit = function() os.exit(3) end\n"
+    "cases.load_exit = function() load('os.exit(3)')() end\n"
     /* time: none of these may hang the caller */
+    "cases.sethook = function() debug.sethook(); while true do end end\n"
     "cases.pcall_loop = function()\n"
     "  while true do pcall(function() while true do end end) end\n"
     "end\n"
@@ -60,7 +77,26 @@ typedef struct hostile_case {
   const char *words[2]; /* NULL words[0]: the call must succeed with "a:done" */
 } hostile_case_t;
 
+/* Ordered so that on a ten without a sandbox the cases with a wrong answer
+ * fail first, then os.exit ends the test, before any case that would hang
+ * it or allocate gigabytes. */
 static const hostile_case_t hostile_cases[] = {
+    {"/io_open", {"io.open is not available", NULL}},
+    {"/os_execute", {"os.execute is not available", NULL}},
+    {"/os_remove", {"os.remove is not available", NULL}},
+    {"/loadlib", {"package.loadlib is not available", NULL}},
+    {"/require", {"require is not available", NULL}},
+    {"/dofile", {"dofile is not available", NULL}},
+    {"/debug", {"debug.getregistry is not available", NULL}},
+    {"/dump", {"string.dump is not available", NULL}},
+    {"/bytecode", {"attempt to load a binary chunk", NULL}},
+    {"/gc_stop", {"collectgarbage(\"stop\") is not available", NULL}},
+    {"/gc_metamethod", {"__gc", "not available"}},
+    {"/traceback", {NULL, NULL}},
+    {"/load_text", {NULL, NULL}},
+    {"/os_exit", {"os.exit is not available", NULL}},
+    {"/load_exit", {"os.exit is not available", NULL}},
+    {"/sethook", {"debug.sethook is not available", NULL}},
     {"/pcall_loop", {"hooks.lua:", "time limit"}},
     {"/xpcall_loop", {"time limit", NULL}},
     {"/coroutine_loop", {"hooks.lua:", "time limit"}},
@@ -130,6 +166,7 @@ TEST(hostile_route_hooks_end_and_the_state_goes_on) {
     CHECK_EQ(route(c, "/ok", key, sizeof key, &routed, &err), 0);
     CHECK(routed && !strcmp(key, "a:ok"));
   }
+  CHECK(access("/tmp/ten-unit-hooks-pwned", F_OK) != 0);
   ten_config_unref(c);
 }
 

@@ -1,7 +1,7 @@
 /* test_lua.c: the Lua states of policy/lua.h. Deadlines that nest and
  * cannot be caught (not by pcall, xpcall handlers, coroutines or __close
  * handlers), the bounded string and table functions behaving like Lua's
- * own, and the memory limit. */
+ * own, and the sandbox environment. */
 #include "policy/lua.h"
 #include "test.h"
 
@@ -12,21 +12,17 @@ static const tenL_limit_t short_limit = {"test call", 50};
 
 static const char env_key;
 
-/* Pushes L's environment for these tests (one per state, so globals
- * persist from one run to the next). */
+/* Pushes L's sandbox environment for these tests (one per state, so
+ * globals persist from one run to the next). */
 static void push_test_env(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &env_key) == LUA_TTABLE) return;
   lua_pop(L, 1);
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushglobaltable(L);
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
+  tenL_push_env(L);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &env_key);
 }
 
-/* Runs `code` in L's environment; returns tenL_pcall's rc. */
+/* Runs `code` in L's sandbox environment; returns tenL_pcall's rc. */
 static int run(lua_State *L, const char *code, const tenL_limit_t *limit, ten_err_t *err) {
   if (luaL_loadbufferx(L, code, strlen(code), "=test", "t") != LUA_OK) {
     ten_errf(err, UV_EINVAL, "%s", lua_tostring(L, -1));
@@ -77,6 +73,38 @@ TEST(bounded_functions_behave_like_lua) {
       "table.sort(u, function(a, b) return a > b end); assert(u[1] == 9)\n"
       "assert(not pcall(table.sort, { 1, 'x' }))\n"
       "assert(not pcall(table.insert, {}, 5, 1))\n";
+  int rc = run(L, code, &tenL_config_limit, &err);
+  if (rc) fprintf(stderr, "  %s\n", err.msg);
+  CHECK_EQ(rc, 0);
+  tenL_close(L);
+}
+
+/* What user code sees, and what it does not. */
+TEST(sandbox_environment) {
+  lua_State *L = new_state();
+  ten_err_t err = {{0}};
+  static const char code[] =
+      "assert(_G.string == string and _G.print == print and _G._G == _G)\n"
+      "assert(type(os.getenv) == 'function' and type(os.time) == 'function')\n"
+      "assert(type(debug.traceback) == 'function')\n"
+      "for _, f in ipairs { 'os.exit', 'os.execute', 'os.remove', 'os.rename', 'os.tmpname',\n"
+      "    'os.setlocale', 'io.open', 'io.write', 'package.loadlib', 'package.path',\n"
+      "    'debug.sethook', 'debug.getinfo', 'debug.getupvalue', 'string.dump', 'require',\n"
+      "    'dofile', 'loadfile' } do\n"
+      "  local ok, msg = pcall(load('local _ = ' .. f .. '()'))\n"
+      "  assert(not ok and msg:find(f .. ' is not available', 1, true), f .. ': ' .. "
+      "tostring(msg))\n"
+      "end\n"
+      "assert(warn == nil and rawget(_G, 'loadstring') == nil)\n"
+      "x = 1; assert(load('return x')() == 1)\n"
+      "assert(load('return x', 'c', 't', { x = 2 })() == 2)\n"
+      "assert(not load('\\27Lua'))\n"
+      "assert(collectgarbage('count') > 0 and collectgarbage('isrunning'))\n"
+      "for _, opt in ipairs { 'stop', 'restart', 'incremental', 'generational', 'setpause' } do\n"
+      "  assert(not pcall(collectgarbage, opt))\n"
+      "end\n"
+      "assert(not pcall(setmetatable, {}, { __gc = true }))\n"
+      "assert(getmetatable(setmetatable({}, { __index = {} })).__index)\n";
   int rc = run(L, code, &tenL_config_limit, &err);
   if (rc) fprintf(stderr, "  %s\n", err.msg);
   CHECK_EQ(rc, 0);
@@ -202,6 +230,7 @@ TEST(memory_limit) {
 
 int main(void) {
   RUN(bounded_functions_behave_like_lua);
+  RUN(sandbox_environment);
   RUN(deadline_cannot_be_caught);
   RUN(stopped_coroutine_is_not_closed_later);
   RUN(calls_nest);
