@@ -107,13 +107,19 @@ describe("hostile config files", function()
 
   local cases = {}
   for _, case in ipairs(HOSTILE) do cases[#cases + 1] = case end
+  -- What a non-atomic save leaves behind: the whole file.
+  cases[#cases + 1] = { name = "an empty file", code = "", whole = true, words = "declares no service" }
+  cases[#cases + 1] = { name = "a file of comments", code = "-- soon\n", whole = true,
+    words = "declares no service" }
+  cases[#cases + 1] = { name = "settings alone", code = 'settings { domain = "localhost" }',
+    whole = true, words = "instances {}" }
 
   for _, case in ipairs(cases) do
     it("refuses " .. case.name .. " with ten config (exit 2) and on reload", function()
       local dir = assert(tt.mkdtemp("ten-sandbox-"))
       finally(function() tt.rm_rf(dir) end)
       local path = dir .. "/tenement.lua"
-      local text = case.code .. "\n" .. ten.hello_config()
+      local text = case.whole and case.code or (case.code .. "\n" .. ten.hello_config())
       assert(tt.write_file(path, text))
       local code, out, err = ten.run({ "config", "--config", path },
         { PWNED = dir .. "/pwned", HELLO_BIN = ten.hello })

@@ -29,6 +29,7 @@ M.valid_name = valid_name
 --   decl.settings  = { line = n, fields = {...} } or nil
 --   decl.services  = { { name = "api", line = n, fields = {...} }, ... } (file order)
 --   decl.instances = { { service = "api", id = "prod", line = n }, ... }
+--   decl.instances_line = the line of the first `instances` call, or nil
 function M.new(env)
   local decl = { services = {}, instances = {} }
   local by_name = {}
@@ -77,6 +78,7 @@ function M.new(env)
     if type(list) ~= "table" then
       error("instances expects a table: instances { api = { \"prod\" } }", 2)
     end
+    decl.instances_line = decl.instances_line or line
     -- Sorted so the start order does not depend on hash order.
     local services = {}
     for svc in pairs(list) do

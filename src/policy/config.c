@@ -252,7 +252,17 @@ static int evaluate(lua_State *L) {
   lua_pop(L, 1);
 
   if ((e->rc = load_services(e->c, ctx, decl, e->err))) return 0;
-  e->rc = load_instances(e->c, ctx, decl, e->err);
+  if ((e->rc = load_instances(e->c, ctx, decl, e->err))) return 0;
+
+  /* An editor that truncates the file, then writes it, shows a reload an
+   * empty file for a moment: that must not drain every service. So a file
+   * that declares no service has to say so. */
+  lua_getfield(L, decl, "instances_line");
+  if (e->c->service_count == 0 && lua_isnil(L, -1))
+    e->rc = ten_errf(e->err, UV_EINVAL,
+                     "%s: declares no service: an empty or half-written file is refused "
+                     "(to run without services, say so with `instances {}`)",
+                     path);
   return 0;
 }
 

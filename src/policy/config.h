@@ -3,9 +3,13 @@
  * A ten_config_t is an immutable snapshot: loading builds a new one (a fresh
  * lua_State evaluates the file in a sandbox under tenL_config_limit,
  * src/policy/schema.c checks every value and fills defaults), and users
- * hold references. A reload swaps the pointer;
- * the old snapshot lives until its last reference is dropped. The snapshot
- * owns the lua_State its hooks live in. Loop thread only.
+ * hold references. A reload swaps the pointer; the old snapshot lives
+ * until its last reference is dropped. The snapshot owns the lua_State its
+ * hooks live in. Loop thread only.
+ *
+ * A file that declares no service must say so with `instances {}`: an
+ * empty or half-written file (an editor's truncate-then-write) is refused
+ * like any bad config, so a reload never drains everything by accident.
  *
  * Errors: ten_config_load returns UV_EINVAL and fills err with one line that
  * names file:line and the offending key, e.g.

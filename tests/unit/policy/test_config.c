@@ -197,25 +197,45 @@ out:
 }
 
 /* An empty file is a valid config with nothing in it. */
+/* An editor that truncates, then writes, leaves such files for a moment: a
+ * file that declares no service is refused unless it says `instances {}`. */
 TEST(empty_file) {
-  char *path = write_temp("");
-  ten_config_t *c = NULL;
-  ten_err_t err;
-  CHECK_EQ(ten_config_load(path, NULL, &c, &err), 0);
-  CHECK(c && c->service_count == 0 && c->instance_count == 0);
-  if (c) CHECK_STR(c->settings.domain, "localhost");
-  ten_config_unref(c);
-  remove_temp(path);
+  static const char *const refused[] = {"", "\n\n", "-- soon\n", "local x = 1\n",
+                                        "settings { port = 9000 }\n"};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(refused); i++) {
+    char *path = write_temp(refused[i]);
+    ten_config_t *c = (ten_config_t *)&c; /* must be reset to NULL */
+    ten_err_t err = {{0}};
+    CHECK_EQ(ten_config_load(path, NULL, &c, &err), UV_EINVAL);
+    CHECK(c == NULL);
+    char want[128];
+    snprintf(want, sizeof want, "%s: declares no service", path);
+    CHECK(strncmp(err.msg, want, strlen(want)) == 0);
+    CHECK_CONTAINS(err.msg, "instances {}");
+    remove_temp(path);
+  }
+  static const char *const explicit_empty[] = {"instances {}\n",
+                                               "settings { port = 9000 }\ninstances {}\n"};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(explicit_empty); i++) {
+    char *path = write_temp(explicit_empty[i]);
+    ten_config_t *c = NULL;
+    ten_err_t err;
+    CHECK_EQ(ten_config_load(path, NULL, &c, &err), 0);
+    CHECK(c && c->service_count == 0 && c->instance_count == 0);
+    if (c) CHECK_STR(c->settings.domain, "localhost");
+    ten_config_unref(c);
+    remove_temp(path);
+  }
 }
 
 /* Values the file made with metatables are read raw: a __len that claims
  * 2^40 entries allocated by it (an abort), one that loops hung the load. */
 TEST(metatables_in_values) {
   static const char *const configs[] = {
-      "settings { trusted_proxies = setmetatable({}, { __len = function() return 1 << 40 end }) "
-      "}\n",
+      "settings { trusted_proxies = setmetatable({}, { __len = function() return 1 << 40 end }) }\n"
+      "instances {}\n",
       "settings { trusted_proxies = setmetatable({}, { __len = function() while true do end end "
-      "}) }\n",
+      "}) }\ninstances {}\n",
   };
   for (size_t i = 0; i < TEN_ARRAY_SIZE(configs); i++) {
     char *path = write_temp(configs[i]);
@@ -230,7 +250,7 @@ TEST(metatables_in_values) {
 
 /* The memory limit of the config's state is an error naming the file. */
 TEST(memory_limit) {
-  char *path = write_temp("local s = string.rep('x', 1 << 30)\n");
+  char *path = write_temp("local s = string.rep('x', 1 << 30)\ninstances {}\n");
   ten_config_t *c = NULL;
   ten_err_t err = {{0}};
   CHECK_EQ(ten_config_load(path, NULL, &c, &err), UV_EINVAL);
@@ -410,7 +430,7 @@ TEST(key_line_is_the_assignment) {
 
 TEST(overrides) {
   char *path = write_temp("settings { domain = \"file.example\", port = 1234, listen = \"::1\", "
-                          "data_dir = \"/srv/file\" }\n");
+                          "data_dir = \"/srv/file\" }\ninstances {}\n");
   ten_config_overrides_t o = {"Override.ORG.", "127.0.0.2", 0, "/srv/flag"};
   ten_config_t *c = NULL;
   ten_err_t err = {{0}};
