@@ -132,7 +132,7 @@ describe("cli", function()
     local code = ten.run({ "ps" }, { TENEMENT_DATA_DIR = server.data_dir })
     assert.are.equal(0, code)
     local cfg = server.dir .. "/via-config.lua"
-    tt.write_file(cfg, ("settings { data_dir = %q }"):format(server.data_dir))
+    tt.write_file(cfg, ("settings { data_dir = %q }\ninstances {}"):format(server.data_dir))
     code = ten.run { "ps", "--config", cfg }
     assert.are.equal(0, code)
   end)

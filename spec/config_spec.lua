@@ -53,8 +53,10 @@ local bad = {
     config = 'service "api"\n' },
   { name = "settings twice", line = 2, words = { "settings given twice" },
     config = 'settings { port = 1 }\nsettings { port = 2 }\n' },
-  { name = "runaway loop", line = 1, words = { "instruction limit" },
+  { name = "runaway loop", line = 1, words = { "time limit" },
     config = 'while true do end\n' },
+  { name = "a loop that catches its own timeout", line = 1, words = { "time limit" },
+    config = 'while true do pcall(function() while true do end end) end\n' },
   { name = "bad domain", line = 1, words = { "'domain' must be a DNS name" },
     config = 'settings { domain = "not a domain" }\n' },
 }
@@ -96,6 +98,32 @@ describe("config", function()
     local resp = server:get("localhost", "/health")
     assert.are.equal(200, resp.status)
     assert.truthy(tt.stat(server.data_dir .. "/ten.sock"))
+  end)
+
+  -- An editor that truncates, then writes, leaves such files for a moment.
+  it("refuses a file that declares no service unless it says instances {}", function()
+    for _, text in ipairs { "", "\n\n", "-- tenement.lua\n", "local x = 1\n", "settings { port = 9000 }\n" } do
+      with_config(text, function(path)
+        for _, cmd in ipairs { "config", "serve" } do
+          local code, out, err = ten.run { cmd, "--config", path, "--port", "0",
+            "--data-dir", path .. ".data" }
+          assert.are.equal(2, code, ("%s of %q: %s%s"):format(cmd, text, out, err))
+          local want = "ten: " .. path .. ": declares no service"
+          assert.are.equal(want, err:sub(1, #want), err)
+          assert.truthy(err:find("instances {}", 1, true), err)
+          assert.is_nil(tt.stat(path .. ".data"), "a failed start must not create the data dir")
+        end
+      end)
+    end
+    for _, text in ipairs { "instances {}\n", "settings { port = 9000 }\ninstances {}\n" } do
+      with_config(text, function(path)
+        local code, out, err = ten.run { "config", "--config", path }
+        assert.are.equal(0, code, err)
+        local c = cjson.decode(out)
+        assert.are.same({}, c.instances)
+        assert.is_nil(next(c.services))
+      end)
+    end
   end)
 
   it("prints the effective config with defaults filled in", function()

@@ -5,6 +5,7 @@ local tt = require "tentest"
 
 local CONFIG = [[
 settings {
+  hook_log_interval = 0.001, -- every failure of this spec is logged
   route = function(req)
     if req.headers["x-route"] then return req.headers["x-route"] end
     if req.headers["X-Pick"] then
@@ -101,7 +102,7 @@ describe("hooks", function()
 
   it("cuts a hook that never returns and keeps serving", function()
     local spin = server:instance("spin:s")
-    assert.matches("tenement.lua:%d+: instruction limit exceeded", spin.hook_errors.weight)
+    assert.matches("tenement.lua:%d+: .*time limit", spin.hook_errors.weight)
     assert.are.equal(100, spin.weight)
     assert.are.equal(200, server:get("s.spin.localhost").status)
   end)
@@ -114,5 +115,38 @@ describe("hooks", function()
     resp = server:request { host = "prod.hello.localhost", headers = { ["X-Route-Bad"] = "1" } }
     assert.are.equal(200, resp.status)
     assert.matches("route hook must return", server:log())
+  end)
+end)
+
+describe("a hook that fails on every request", function()
+  it("is logged at once, then as one count per interval; every failure is counted", function()
+    local server = ten.start { config = [[
+      settings {
+        hook_log_interval = 0.5,
+        route = function(req) if req.path == "/explode" then error("route exploded") end end,
+      }
+      service "hello" { command = os.getenv("HELLO_BIN") }
+      instances { hello = { "p" } }
+    ]] }
+    finally(function() server:cleanup() end)
+    assert.truthy(server:wait_state("hello:p", "ready"))
+    local failures = 200
+    for _ = 1, failures do
+      assert.are.equal(404, server:request { host = "p.hello.localhost", path = "/explode" }.status)
+    end
+    tt.sleep(600) -- past the interval: the next failure brings the count
+    assert.are.equal(404, server:request { host = "p.hello.localhost", path = "/explode" }.status)
+    failures = failures + 1
+
+    local lines, counted = 0, 0
+    for line in server:log():gmatch("[^\n]*route hook failed[^\n]*") do
+      lines = lines + 1
+      counted = counted + (tonumber(line:match("failed (%d+) more times?")) or 1)
+      assert.matches("route exploded", line)
+    end
+    assert.is_true(lines >= 2 and lines < failures / 10, lines .. " lines for " .. failures .. " failures")
+    assert.are.equal(failures, counted) -- each failure is in the log once, as a line or a count
+    local metrics = server:get("localhost", "/metrics").body
+    assert.are.equal(failures, tonumber(metrics:match("\ntenement_route_hook_errors_total (%d+)")))
   end)
 end)

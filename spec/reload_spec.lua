@@ -99,6 +99,30 @@ describe("reload", function()
     assert.are.equal(200, server:get("k1.keep.localhost").status)
   end)
 
+  it("refuses a truncated file; only instances {} removes every service", function()
+    local before = server:ps()
+    local log_before = #server:log()
+    tt.write_file(server.config_path, "")
+    local code, _, err = server:ten("reload")
+    assert.are.equal(1, code)
+    assert.truthy(err:find(server.config_path .. ": declares no service", 1, true), err)
+    -- The file watcher saw the empty file too, and refused it as well.
+    assert.truthy(ten.wait_until(10000, function()
+      return server:log():sub(log_before + 1):find("config file changed.*reload failed.*declares no service")
+    end), server:log():sub(log_before + 1))
+    local after = server:ps()
+    assert.are.equal(#before, #after)
+    for i = 1, #before do assert.are.equal(before[i].pid, after[i].pid) end
+    assert.are.equal(200, server:get("k1.keep.localhost").status)
+
+    tt.write_file(server.config_path, "settings { upstream_timeout = 30 }\ninstances {}\n")
+    local out
+    code, out, err = server:ten("reload")
+    assert.are.equal(0, code, err)
+    assert.matches("service keep removed", out)
+    assert.truthy(ten.wait_until(15000, function() return #server:ps() == 0 end))
+  end)
+
   it("reloads on SIGHUP and when the file changes", function()
     tt.write_file(server.config_path, config { fresh = true })
     tt.kill(server.pid, "HUP")

@@ -62,11 +62,32 @@ describe("repl", function()
     assert.are.equal("ready", after.state)
   end)
 
-  it("cuts off a runaway loop", function()
-    local code, _, err = repl("while true do end")
-    assert.are.equal(1, code)
-    assert.matches("instruction limit exceeded", err)
-    assert.are.equal(200, server:get("r.hello.localhost").status)
+  it("cannot end or stall the server", function()
+    local cases = {
+      { "os.exit()", "os.exit is not available" },
+      { "while true do end", "time limit" },
+      { "while true do pcall(function() while true do end end) end", "time limit" },
+      { 'string.rep("a", 1e5):find(".-.-.-.-b")', "time limit" },
+      { 'local s = string.rep("x", 1 << 30)', "memory limit" },
+      { 'io.open("/etc/hostname")', "io.open is not available" },
+      { 'collectgarbage("stop")', 'collectgarbage("stop") is not available' },
+      { 'require("os")', "require is not available" },
+    }
+    for _, case in ipairs(cases) do
+      local code, _, err = repl(case[1])
+      assert.are.equal(1, code, case[1])
+      assert.truthy(err:find(case[2], 1, true), case[1] .. ": " .. err)
+      -- and the server goes on, the REPL too
+      assert.are.equal(0, (server:ten("ps")), case[1])
+      assert.are.equal(200, server:get("r.hello.localhost").status, case[1])
+      assert.are.equal("2\n", select(2, repl("1 + 1")), case[1])
+    end
+  end)
+
+  it("offers the documented set", function()
+    local code, out = repl("type(ten.ps), type(string.find), type(os.time), type(debug.traceback)")
+    assert.are.equal(0, code)
+    assert.are.equal('"function"\n"function"\n"function"\n"function"\n', out)
   end)
 
   it("reads a session from stdin, continuing incomplete chunks", function()

@@ -23,17 +23,19 @@ local function valid_name(name)
 end
 M.valid_name = valid_name
 
--- Returns env, decl: the environment to run a tenement.lua in, and the table
--- its declarations are collected into:
+-- Returns env, decl: the environment to run a tenement.lua in (`env` with
+-- the DSL's words added; the server passes its sandbox, see
+-- src/policy/sandbox.c), and the table its declarations are collected into:
 --   decl.settings  = { line = n, fields = {...} } or nil
 --   decl.services  = { { name = "api", line = n, fields = {...} }, ... } (file order)
 --   decl.instances = { { service = "api", id = "prod", line = n }, ... }
-function M.new()
+--   decl.instances_line = the line of the first `instances` call, or nil
+function M.new(env)
   local decl = { services = {}, instances = {} }
   local by_name = {}
   local pending = {} -- services named but never given a body
 
-  local env = setmetatable({}, { __index = _G })
+  env = env or setmetatable({}, { __index = _G }) -- outside the server: specs
 
   function env.settings(fields)
     local line = caller_line(2)
@@ -76,6 +78,7 @@ function M.new()
     if type(list) ~= "table" then
       error("instances expects a table: instances { api = { \"prod\" } }", 2)
     end
+    decl.instances_line = decl.instances_line or line
     -- Sorted so the start order does not depend on hash order.
     local services = {}
     for svc in pairs(list) do

@@ -1,10 +1,22 @@
 -- tenement.repl: the Lua side of `ten repl`, evaluated inside the server.
 --
--- new(primitives) builds the environment REPL code runs in: the standard
--- library, a `ten` table for driving the server, and a `print` that is
--- captured and sent back. eval(env, code) runs one chunk and returns the
--- text to show. format(value) prints values readably: tables as tables,
--- keys sorted, cycles and depth bounded.
+-- new(primitives, env) builds the environment REPL code runs in: `env`
+-- (the server passes its sandbox, the same as tenement.lua gets: see
+-- README, "Lua inside the server"), a `ten` table for driving the server,
+-- and a `print` that is captured and sent back. compile(env, code) turns a
+-- chunk into a function; results(...) formats what it returned.
+-- format(value) prints values readably: tables as tables, keys sorted,
+-- cycles and depth bounded.
+--
+-- What a chunk can use: the `ten` table below; print; the base functions
+-- (pairs, pcall, tostring, load of text, ...); string, table, math, utf8,
+-- coroutine; os.clock/date/difftime/getenv/time; debug.traceback. Not
+-- io, os.exit and the rest of os, require, dofile, loadfile, debug's other
+-- functions, collectgarbage but "collect", "count", "step", "isrunning":
+-- touching them raises "<name> is not available". Variables persist
+-- between chunks. Each chunk may run 2 s and the session hold 64 MiB
+-- (src/policy/lua.h); past that the chunk ends with an error and the
+-- server goes on.
 
 local M = {}
 
@@ -65,9 +77,9 @@ end
 
 -- primitives: C functions from the server (ctl/repl.c), all taking and
 -- returning plain values; errors are raised with a readable message.
-function M.new(primitives)
+function M.new(primitives, env)
   local cjson = require "cjson"
-  local env = setmetatable({}, { __index = _G })
+  env = env or setmetatable({}, { __index = _G }) -- outside the server: specs
   local output = {}
 
   local function decode(json)

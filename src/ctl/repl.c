@@ -8,8 +8,6 @@
 #include "util/json.h"
 #include "util/log.h"
 
-#define TEN_LUA_BUDGET_REPL 20000000L
-
 struct ten_repl {
   ten_hv_t *hv;
   ten_repl_reload_fn reload;
@@ -104,35 +102,102 @@ static int p_reload(lua_State *L) {
   return 1;
 }
 
-/* Builds the state on first use: tenement.repl's env with the primitives. */
-static int ensure_state(ten_repl_t *r, ten_err_t *err) {
-  if (r->L) return 0;
-  lua_State *L = tenL_newstate();
-  if (!L) return ten_errf(err, UV_ENOMEM, "cannot create a Lua state");
-  static const luaL_Reg primitives[] = {
-      {"ps", p_ps},         {"instance", p_instance}, {"spawn", p_spawn},
-      {"stop", p_stop},     {"restart", p_restart},   {"weight", p_weight},
-      {"config", p_config}, {"reload", p_reload},     {NULL, NULL},
-  };
-  if (tenL_require(L, "tenement.repl", err)) {
-    lua_close(L);
-    return UV_EINVAL;
-  }
+static const luaL_Reg primitives[] = {
+    {"ps", p_ps},         {"instance", p_instance}, {"spawn", p_spawn},
+    {"stop", p_stop},     {"restart", p_restart},   {"weight", p_weight},
+    {"config", p_config}, {"reload", p_reload},     {NULL, NULL},
+};
+
+/* Protected: tenement.repl's environment (the sandbox, the `ten` table,
+ * a captured print) and the module, kept in the registry. */
+static int build_env(lua_State *L) {
+  ten_repl_t *r = lua_touserdata(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "tenement.repl");
+  lua_call(L, 1, 1);
   lua_pushvalue(L, -1);
   r->module_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, -1, "new");
   luaL_newlibtable(L, primitives);
   lua_pushlightuserdata(L, r);
   luaL_setfuncs(L, primitives, 1);
-  if (tenL_pcall(L, 1, 2, TEN_LUA_BUDGET_REPL, err)) {
-    lua_close(L);
-    return UV_EINVAL;
-  }
+  tenL_push_env(L);
+  lua_call(L, 2, 2);
   r->output_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   r->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_settop(L, 0);
+  return 0;
+}
+
+/* Builds the state on first use. */
+static int ensure_state(ten_repl_t *r, ten_err_t *err) {
+  if (r->L) return 0;
+  lua_State *L = tenL_newstate(TEN_LUA_MEMORY_LIMIT);
+  if (!L) return ten_errf(err, UV_ENOMEM, "cannot create a Lua state");
+  lua_pushcfunction(L, build_env);
+  lua_pushlightuserdata(L, r);
+  if (tenL_pcall(L, 1, 0, &tenL_repl_limit, err)) {
+    tenL_close(L);
+    return UV_EINVAL;
+  }
   r->L = L;
   return 0;
+}
+
+/* What one chunk gave back. */
+typedef struct eval_result {
+  const char *code;
+  size_t code_len;
+  bool incomplete;
+  const char *compile_error; /* the chunk does not compile */
+  const char *result;        /* formatted values, one a line */
+  const char *output;        /* printed lines */
+} eval_result_t;
+
+/* Protected, under the REPL's deadline: compiles and runs the chunk, and
+ * formats what it returned and printed. The strings in *out live on the
+ * stack until the caller clears it. */
+static int eval_chunk(lua_State *L) {
+  eval_result_t *out = lua_touserdata(L, 1);
+  ten_repl_t *r = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  /* Clear the captured output of the previous chunk. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->output_ref);
+  for (lua_Integer i = (lua_Integer)lua_rawlen(L, -1); i >= 1; i--) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pop(L, 1);
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->module_ref); /* 1: module */
+  lua_getfield(L, 1, "compile");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
+  lua_pushlstring(L, out->code, out->code_len);
+  lua_call(L, 2, 3);
+  if (lua_isnil(L, 2)) { /* nil, message, incomplete */
+    out->incomplete = lua_toboolean(L, 4);
+    out->compile_error = lua_tostring(L, 3);
+    return lua_gettop(L); /* returned, the strings stay on the stack */
+  }
+  lua_settop(L, 2); /* module, fn */
+  lua_getfield(L, 1, "results");
+  lua_insert(L, 2); /* module, results, fn */
+  lua_call(L, 0, LUA_MULTRET);
+  lua_call(L, lua_gettop(L) - 2, 1);
+  out->result = lua_tostring(L, -1);
+
+  /* Printed lines, joined. */
+  luaL_Buffer b;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, r->output_ref);
+  int lines = lua_gettop(L);
+  luaL_buffinit(L, &b);
+  for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, lines); i <= n; i++) {
+    lua_rawgeti(L, lines, i);
+    luaL_addvalue(&b);
+    luaL_addchar(&b, '\n');
+  }
+  luaL_pushresult(&b);
+  out->output = lua_tostring(L, -1);
+  return lua_gettop(L);
 }
 
 static void reply(ten_ctl_req_t *req, const char *output, const char *result, bool incomplete) {
@@ -165,56 +230,18 @@ static void cmd_eval(void *ctx, ten_ctl_req_t *req, const ten_json_t *args) {
   }
   lua_State *L = r->L;
   lua_settop(L, 0);
-  /* Clear the captured output of the previous chunk. */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->output_ref);
-  for (lua_Integer i = luaL_len(L, -1); i >= 1; i--) {
-    lua_pushnil(L);
-    lua_rawseti(L, -2, i);
-  }
-  lua_pop(L, 1);
-
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->module_ref); /* 1: module */
-  lua_getfield(L, 1, "compile");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->env_ref);
-  lua_pushlstring(L, code->string, code->string_len);
-  if (tenL_pcall(L, 2, 3, TEN_LUA_BUDGET_REPL, &err)) {
+  eval_result_t out = {.code = code->string, .code_len = code->string_len};
+  lua_pushcfunction(L, eval_chunk);
+  lua_pushlightuserdata(L, &out);
+  lua_pushlightuserdata(L, r);
+  if (tenL_pcall(L, 2, LUA_MULTRET, &tenL_repl_limit, &err))
     ten_ctl_reply_error(req, "%s", err.msg);
-    lua_settop(L, 0);
-    return;
-  }
-  if (lua_isnil(L, 2)) { /* nil, message, incomplete */
-    if (lua_toboolean(L, 4)) reply(req, NULL, NULL, true);
-    else ten_ctl_reply_error(req, "%s", lua_tostring(L, 3));
-    lua_settop(L, 0);
-    return;
-  }
-  lua_settop(L, 2); /* module, fn */
-  lua_getfield(L, 1, "results");
-  lua_insert(L, 2); /* module, results, fn */
-  int base = lua_gettop(L);
-  if (tenL_pcall(L, 0, LUA_MULTRET, TEN_LUA_BUDGET_REPL, &err)) {
-    ten_ctl_reply_error(req, "%s", err.msg);
-    lua_settop(L, 0);
-    return;
-  }
-  int nresults = lua_gettop(L) - base + 1;
-  if (tenL_pcall(L, nresults, 1, TEN_LUA_BUDGET_REPL, &err)) {
-    ten_ctl_reply_error(req, "cannot print the result: %s", err.msg);
-    lua_settop(L, 0);
-    return;
-  }
-  const char *result = lua_tostring(L, -1);
-  /* Printed lines, joined. */
-  ten_buf_t output = TEN_BUF_INIT;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, r->output_ref);
-  lua_Integer n = luaL_len(L, -1);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    ten_buf_printf(&output, "%s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
-    lua_pop(L, 1);
-  }
-  reply(req, output.data ? output.data : "", result ? result : "", false);
-  ten_buf_free(&output);
+  else if (out.incomplete)
+    reply(req, NULL, NULL, true);
+  else if (out.compile_error)
+    ten_ctl_reply_error(req, "%s", out.compile_error);
+  else
+    reply(req, out.output ? out.output : "", out.result ? out.result : "", false);
   lua_settop(L, 0);
 }
 
@@ -229,6 +256,6 @@ ten_repl_t *ten_repl_new(ten_ctl_t *ctl, ten_hv_t *hv, ten_repl_reload_fn reload
 
 void ten_repl_free(ten_repl_t *r) {
   if (!r) return;
-  if (r->L) lua_close(r->L);
+  tenL_close(r->L);
   free(r);
 }

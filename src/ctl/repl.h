@@ -3,10 +3,13 @@
  * Registers the control-socket command "eval" ({"code": "..."}): the code
  * runs in one Lua state kept for the server's life (so a variable set in
  * one line is there in the next), with the `ten` table of
- * lua/tenement/repl.lua bound to the hypervisor. It runs on the loop
- * thread under an instruction budget, so a runaway loop is cut off and the
- * server goes on. Replies {"output": printed text, "result": formatted
- * values} or {"incomplete": true} for a chunk that needs more lines.
+ * lua/tenement/repl.lua bound to the hypervisor, in the same sandbox as
+ * tenement.lua (what it offers: lua/tenement/repl.lua). It runs on the
+ * loop thread, each chunk under tenL_repl_limit and the session under the
+ * state's memory limit, so a runaway loop, a pcall that catches its own
+ * timeout or os.exit end the chunk, not the server. Replies {"output":
+ * printed text, "result": formatted values} or {"incomplete": true} for a
+ * chunk that needs more lines.
  */
 #ifndef TEN_CTL_REPL_H
 #define TEN_CTL_REPL_H

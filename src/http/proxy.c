@@ -289,7 +289,6 @@ bool ten__proxy_route_hook(ten__conn_t *c, char *key, size_t key_len) {
     s->stats.route_hook_errors++;
     snprintf(s->route_hook_error, sizeof s->route_hook_error, "%.*s",
              (int)sizeof s->route_hook_error - 1, err.msg);
-    ten_log(TEN_LOG_ERROR, "http: route hook failed, routing by Host: %s", err.msg);
     return false;
   }
   return routed;

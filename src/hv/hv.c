@@ -526,7 +526,6 @@ void ten__hv_hook_error(ten_instance_t *inst, const char *what, const char *msg)
                : !strcmp(what, "idle") ? inst->idle_hook_error
                                        : NULL;
   if (slot) snprintf(slot, sizeof inst->idle_hook_error, "%.380s", msg);
-  ten_log(TEN_LOG_ERROR, "hv: %s: %s hook failed, using the default: %s", inst->key, what, msg);
 }
 
 static bool valid_id(const char *id) {

@@ -219,8 +219,6 @@ int ten_hv_demand(ten_hv_t *hv, const char *service, size_t service_len, const c
     ten_err_t why;
     int rc = ten_hook_admit(hv->config, conf->admit_ref, idbuf, req, &admit, &why);
     if (rc) {
-      ten_log(TEN_LOG_ERROR, "hv: %s: admit hook failed, refusing %s: %s", conf->name, idbuf,
-              why.msg);
       return ten_errf(err, UV_ENOENT, "admit hook failed: %s", why.msg);
     }
     if (!admit) return ten_errf(err, UV_ENOENT, "refused by the admit hook");

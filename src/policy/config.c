@@ -83,7 +83,8 @@ static void config_free(ten_config_t *c) {
     free(c->instances[i].id);
   }
   free(c->instances);
-  if (c->L) lua_close(c->L);
+  tenL_close(c->L);
+  free(c->_hook_log);
   free(c->path);
   free(c);
 }
@@ -194,11 +195,82 @@ static void restore_path(ten_err_t *err, const char *path) {
   }
 }
 
-/* Runs `source` (named `path` in messages) in a fresh state with the DSL as
- * its environment and turns what it declared into c. Takes `source`. */
+/* One evaluation of a tenement.lua, shared with the protected function. */
+typedef struct evaluation {
+  ten_config_t *c;
+  ten_schema_ctx_t *ctx;
+  ten_err_t *err;
+  int rc; /* a mistake found by the C side; err has the message */
+} evaluation_t;
+
+/* Runs the file and turns what it declared into c, under one tenL_pcall:
+ * the user's code, and everything that touches values it made (metamethods
+ * included), is bounded by the config's deadline and memory limit. Lua
+ * errors propagate; mistakes found here set e->rc. */
+static int evaluate(lua_State *L) {
+  evaluation_t *e = lua_touserdata(L, 1);
+  ten_schema_ctx_t *ctx = e->ctx;
+  const char *path = ctx->path;
+  lua_settop(L, 0);
+
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "tenement.dsl");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "new");
+  tenL_push_env(L);
+  lua_call(L, 1, 2);
+  int decl = lua_gettop(L), env = decl - 1;
+
+  char chunkname[PATH_MAX + 2];
+  snprintf(chunkname, sizeof chunkname, "@%s", path);
+  if (luaL_loadbufferx(L, ctx->source, strlen(ctx->source), chunkname, "t") != LUA_OK) {
+    e->rc = ten_errf(e->err, UV_EINVAL, "%s", lua_tostring(L, -1));
+    return 0;
+  }
+  lua_pushvalue(L, env);
+  lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
+  lua_call(L, 0, 0);
+
+  lua_getfield(L, decl, "unfinished");
+  lua_call(L, 0, 2);
+  if (lua_isstring(L, -2)) {
+    e->rc = ten_errf(e->err, UV_EINVAL, "%s:%d: %s", path, (int)lua_tointeger(L, -1),
+                     lua_tostring(L, -2));
+    return 0;
+  }
+  lua_pop(L, 2);
+
+  lua_getfield(L, decl, "settings");
+  if (lua_istable(L, -1)) {
+    ctx->line = line_of(L, -1);
+    snprintf(ctx->what, sizeof ctx->what, "settings");
+    lua_getfield(L, -1, "fields");
+    if ((e->rc = ten_schema_apply(ten_settings_options, ctx, -1, &e->c->settings, e->err)))
+      return 0;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+
+  if ((e->rc = load_services(e->c, ctx, decl, e->err))) return 0;
+  if ((e->rc = load_instances(e->c, ctx, decl, e->err))) return 0;
+
+  /* An editor that truncates the file, then writes it, shows a reload an
+   * empty file for a moment: that must not drain every service. So a file
+   * that declares no service has to say so. */
+  lua_getfield(L, decl, "instances_line");
+  if (e->c->service_count == 0 && lua_isnil(L, -1))
+    e->rc = ten_errf(e->err, UV_EINVAL,
+                     "%s: declares no service: an empty or half-written file is refused "
+                     "(to run without services, say so with `instances {}`)",
+                     path);
+  return 0;
+}
+
+/* Runs `source` (named `path` in messages) in a fresh state with the DSL
+ * in a sandbox as its environment and turns what it declared into c.
+ * Takes `source`. */
 static int evaluate_source(ten_config_t *c, const char *path, char *source, ten_err_t *err) {
-  int rc;
-  lua_State *L = c->L = tenL_newstate();
+  lua_State *L = c->L = tenL_newstate(TEN_LUA_MEMORY_LIMIT);
   if (!L) {
     free(source);
     return ten_errf(err, UV_ENOMEM, "%s: cannot create a Lua state", path);
@@ -206,50 +278,21 @@ static int evaluate_source(ten_config_t *c, const char *path, char *source, ten_
   char *abs = absolute_path(path);
   char *base_dir = ten_xstrdup(dirname(abs));
   ten_schema_ctx_t ctx = {.path = path, .source = source, .base_dir = base_dir, .L = L};
+  evaluation_t e = {.c = c, .ctx = &ctx, .err = err};
 
-  if ((rc = tenL_require(L, "tenement.dsl", err))) goto done;
-  lua_getfield(L, -1, "new");
-  if ((rc = tenL_pcall(L, 0, 2, TEN_LUA_BUDGET_CONFIG, err))) goto done;
-  int decl = lua_gettop(L), env = decl - 1;
-
-  char chunkname[PATH_MAX + 2];
-  snprintf(chunkname, sizeof chunkname, "@%s", path);
-  if (luaL_loadbufferx(L, source, strlen(source), chunkname, "t") != LUA_OK) {
-    rc = ten_errf(err, UV_EINVAL, "%s", lua_tostring(L, -1));
+  lua_pushcfunction(L, evaluate);
+  lua_pushlightuserdata(L, &e);
+  int rc = tenL_pcall(L, 1, 0, &tenL_config_limit, err);
+  if (rc == 0) rc = e.rc;
+  if (rc) {
     restore_path(err, path);
-    goto done;
+    /* A limit hit outside the user's lines (the memory limit) names the file still. */
+    if (err && strncmp(err->msg, path, strlen(path)) != 0) {
+      char msg[sizeof err->msg];
+      snprintf(msg, sizeof msg, "%s", err->msg);
+      ten_errf(err, rc, "%s: %s", path, msg);
+    }
   }
-  lua_pushvalue(L, env);
-  lua_setupvalue(L, -2, 1); /* the chunk's _ENV */
-  if ((rc = tenL_pcall(L, 0, 0, TEN_LUA_BUDGET_CONFIG, err))) {
-    restore_path(err, path);
-    goto done;
-  }
-
-  lua_getfield(L, decl, "unfinished");
-  if ((rc = tenL_pcall(L, 0, 2, TEN_LUA_BUDGET_CONFIG, err))) goto done;
-  if (lua_isstring(L, -2)) {
-    rc =
-        ten_errf(err, UV_EINVAL, "%s:%d: %s", path, (int)lua_tointeger(L, -1), lua_tostring(L, -2));
-    goto done;
-  }
-  lua_pop(L, 2);
-
-  lua_getfield(L, decl, "settings");
-  if (lua_istable(L, -1)) {
-    ctx.line = line_of(L, -1);
-    snprintf(ctx.what, sizeof ctx.what, "settings");
-    lua_getfield(L, -1, "fields");
-    rc = ten_schema_apply(ten_settings_options, &ctx, -1, &c->settings, err);
-    lua_pop(L, 1);
-    if (rc) goto done;
-  }
-  lua_pop(L, 1);
-
-  if ((rc = load_services(c, &ctx, decl, err))) goto done;
-  rc = load_instances(c, &ctx, decl, err);
-
-done:
   lua_settop(L, 0);
   free(source);
   free(abs);
@@ -261,7 +304,7 @@ static int apply_overrides(ten_config_t *c, const ten_config_overrides_t *ovr, t
   ten_settings_t *s = &c->settings;
   if (ovr->domain) {
     /* Validate like the file's value, through the same schema row. */
-    lua_State *L = tenL_newstate();
+    lua_State *L = tenL_newstate(TEN_LUA_MEMORY_LIMIT);
     if (!L) return ten_errf(err, UV_ENOMEM, "cannot create a Lua state");
     ten_schema_ctx_t ctx = {.path = "--domain", .L = L};
     snprintf(ctx.what, sizeof ctx.what, "command line");
@@ -270,7 +313,7 @@ static int apply_overrides(ten_config_t *c, const ten_config_overrides_t *ovr, t
     lua_setfield(L, -2, "domain");
     ten_settings_t tmp = {0};
     int rc = ten_schema_apply(ten_settings_options, &ctx, -1, &tmp, err);
-    lua_close(L);
+    tenL_close(L);
     if (rc == 0) {
       free(s->domain);
       s->domain = tmp.domain;

@@ -1,10 +1,15 @@
 /* config.h: the effective configuration, loaded from tenement.lua.
  *
  * A ten_config_t is an immutable snapshot: loading builds a new one (a fresh
- * lua_State evaluates the file, src/policy/schema.c checks every value and
- * fills defaults), and users hold references. A reload swaps the pointer;
- * the old snapshot lives until its last reference is dropped. The snapshot
- * owns the lua_State its hooks live in. Loop thread only.
+ * lua_State evaluates the file in a sandbox under tenL_config_limit,
+ * src/policy/schema.c checks every value and fills defaults), and users
+ * hold references. A reload swaps the pointer; the old snapshot lives
+ * until its last reference is dropped. The snapshot owns the lua_State its
+ * hooks live in. Loop thread only.
+ *
+ * A file that declares no service must say so with `instances {}`: an
+ * empty or half-written file (an editor's truncate-then-write) is refused
+ * like any bad config, so a reload never drains everything by accident.
  *
  * Errors: ten_config_load returns UV_EINVAL and fills err with one line that
  * names file:line and the offending key, e.g.
@@ -108,6 +113,7 @@ typedef struct ten_settings {
 
   /* upstream side */
   int route_ref; /* per-request Lua hook function(req) -> "service:id", or LUA_NOREF */
+  double hook_log_interval; /* seconds between log lines of a hook that keeps failing */
 
   int upstream_keepalive;          /* idle upstream connections kept per instance */
   double upstream_connect_timeout; /* seconds to connect to an instance */
@@ -119,6 +125,8 @@ typedef struct ten_instance_decl {
   char *id;
 } ten_instance_decl_t;
 
+typedef struct ten_hook_log ten_hook_log_t;
+
 typedef struct ten_config {
   int _refs;
   char *path; /* the tenement.lua it came from, or NULL for defaults */
@@ -128,6 +136,8 @@ typedef struct ten_config {
   ten_instance_decl_t *instances; /* started by `ten serve` */
   size_t instance_count;
   lua_State *L; /* owns the hooks; NULL when there are none */
+  ten_hook_log_t *_hook_log; /* hooks.c: when each hook's failures were logged */
+  uint64_t _hook_calls, _hook_running; /* hooks.c: calls so far, the one running (0: none) */
 } ten_config_t;
 
 /* Command-line values that override the file (NULL / -1 = not given). */

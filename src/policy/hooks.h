@@ -1,10 +1,15 @@
 /* hooks.h: calling the operator's Lua hooks from tenement.lua.
  *
- * Each hook runs in the config snapshot's lua_State with an instruction
- * budget (TEN_LUA_BUDGET_HOOK): an error, a wrong return type or a runaway
- * loop returns UV_EINVAL with a message naming file:line, and the caller
- * uses the default behaviour. Hooks see plain facts, never C structs of
- * other subsystems. The stack is left as it was. Loop thread only.
+ * Each hook runs in the config snapshot's lua_State, in its sandbox, under
+ * tenL_hook_limit (100 ms a call, uncatchable) and the state's memory
+ * limit (src/policy/lua.h): an error, a wrong return type, a runaway loop
+ * or pattern returns UV_EINVAL with a message naming file:line, and the
+ * caller uses the default behaviour. The failure is also logged here,
+ * rate-limited per hook: the first at once, then at most one line per
+ * settings.hook_log_interval with the count since the last line and the
+ * last message (callers record every failure themselves: instance JSON,
+ * metrics). Hooks see plain facts, never C structs of other subsystems.
+ * The stack is left as it was. Loop thread only.
  *
  *   weight = function(inst) -> integer 0..100         (pool membership changes)
  *   idle   = function(inst) -> boolean                (the idle reaper, every second)

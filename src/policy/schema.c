@@ -65,6 +65,8 @@ const ten_option_t ten_settings_options[] = {
    "peers (e.g. \"10.0.0.0/8\") whose X-Forwarded-* headers are believed"},
   {"route", TEN_OPT_FUNC, SET(route_ref), 0, 0, 0, NULL, NULL, 0, 0,
    "function(req) -> \"service:id\" to route a request (runs per request: measure it)"},
+  {"hook_log_interval", TEN_OPT_SECONDS, SET(hook_log_interval), 0.001, 86400, 10, NULL, NULL, 0,
+   0, "seconds between log lines of a hook that keeps failing (the first failure is logged at once)"},
   {"upstream_keepalive", TEN_OPT_INT, SET(upstream_keepalive), 0, 4096, 32, NULL, NULL, 0, 0,
    "idle upstream connections kept open per instance"},
   {"upstream_connect_timeout", TEN_OPT_SECONDS, SET(upstream_connect_timeout), 0.001, 3600, 5, NULL,
@@ -227,7 +229,7 @@ static int key_line(ten_schema_ctx_t *ctx, const char *key) {
     lua_pushstring(L, ctx->source);
     lua_pushinteger(L, ctx->line);
     lua_pushstring(L, key);
-    if (tenL_pcall(L, 3, 1, TEN_LUA_BUDGET_CONFIG, NULL) == 0 && lua_isinteger(L, -1))
+    if (tenL_pcall(L, 3, 1, &tenL_config_limit, NULL) == 0 && lua_isinteger(L, -1))
       line = (int)lua_tointeger(L, -1);
   }
   lua_settop(L, top);
@@ -482,7 +484,8 @@ static int apply_cidrs(const ten_option_t *o, ten_schema_ctx_t *ctx, int vidx, v
     return key_error(ctx, err, o->name, "'%s' must be a list like { \"10.0.0.0/8\" }, got %s",
                      o->name, describe(L, vidx, got, sizeof got));
   cidr_list_t *list = FIELD(target, o, cidr_list_t);
-  lua_Integer n = luaL_len(L, vidx);
+  /* Raw: a __len could claim any size, and this allocates by it. */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, vidx);
   list->items = ten_xcalloc((size_t)n + 1, sizeof *list->items);
   list->count = 0;
   for (lua_Integer i = 1; i <= n; i++) {

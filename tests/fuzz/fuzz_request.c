@@ -20,7 +20,7 @@ static void setup(void) {
   ten_err_t err;
   static const char source[] =
       "settings { domain = \"example.com\", trusted_proxies = { \"127.0.0.1\", \"10.0.0.0/8\" },"
-      " max_header_size = 4096, max_body_size = 1000 }";
+      " max_header_size = 4096, max_body_size = 1000 }\ninstances {}";
   if (ten_config_load_source("fuzz.lua", source, sizeof source - 1, NULL, &config, &err)) abort();
   server.loop = &loop;
   server.config = config;

@@ -197,14 +197,68 @@ out:
 }
 
 /* An empty file is a valid config with nothing in it. */
+/* An editor that truncates, then writes, leaves such files for a moment: a
+ * file that declares no service is refused unless it says `instances {}`. */
 TEST(empty_file) {
-  char *path = write_temp("");
+  static const char *const refused[] = {"", "\n\n", "-- soon\n", "local x = 1\n",
+                                        "settings { port = 9000 }\n"};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(refused); i++) {
+    char *path = write_temp(refused[i]);
+    ten_config_t *c = (ten_config_t *)&c; /* must be reset to NULL */
+    ten_err_t err = {{0}};
+    CHECK_EQ(ten_config_load(path, NULL, &c, &err), UV_EINVAL);
+    CHECK(c == NULL);
+    char want[128];
+    snprintf(want, sizeof want, "%s: declares no service", path);
+    CHECK(strncmp(err.msg, want, strlen(want)) == 0);
+    CHECK_CONTAINS(err.msg, "instances {}");
+    remove_temp(path);
+  }
+  static const char *const explicit_empty[] = {"instances {}\n",
+                                               "settings { port = 9000 }\ninstances {}\n"};
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(explicit_empty); i++) {
+    char *path = write_temp(explicit_empty[i]);
+    ten_config_t *c = NULL;
+    ten_err_t err;
+    CHECK_EQ(ten_config_load(path, NULL, &c, &err), 0);
+    CHECK(c && c->service_count == 0 && c->instance_count == 0);
+    if (c) CHECK_STR(c->settings.domain, "localhost");
+    ten_config_unref(c);
+    remove_temp(path);
+  }
+}
+
+/* Values the file made with metatables are read raw: a __len that claims
+ * 2^40 entries allocated by it (an abort), one that loops hung the load. */
+TEST(metatables_in_values) {
+  static const char *const configs[] = {
+      "settings { trusted_proxies = setmetatable({}, { __len = function() return 1 << 40 end }) }\n"
+      "instances {}\n",
+      "settings { trusted_proxies = setmetatable({}, { __len = function() while true do end end "
+      "}) }\ninstances {}\n",
+  };
+  for (size_t i = 0; i < TEN_ARRAY_SIZE(configs); i++) {
+    char *path = write_temp(configs[i]);
+    ten_config_t *c = NULL;
+    ten_err_t err = {{0}};
+    CHECK_EQ(ten_config_load(path, NULL, &c, &err), 0);
+    if (c) CHECK_EQ(c->settings.trusted_proxy_count, 0);
+    ten_config_unref(c);
+    remove_temp(path);
+  }
+}
+
+/* The memory limit of the config's state is an error naming the file. */
+TEST(memory_limit) {
+  char *path = write_temp("local s = string.rep('x', 1 << 30)\ninstances {}\n");
   ten_config_t *c = NULL;
-  ten_err_t err;
-  CHECK_EQ(ten_config_load(path, NULL, &c, &err), 0);
-  CHECK(c && c->service_count == 0 && c->instance_count == 0);
-  if (c) CHECK_STR(c->settings.domain, "localhost");
-  ten_config_unref(c);
+  ten_err_t err = {{0}};
+  CHECK_EQ(ten_config_load(path, NULL, &c, &err), UV_EINVAL);
+  CHECK(c == NULL);
+  char want[128];
+  snprintf(want, sizeof want, "%s: config evaluation reached the memory limit", path);
+  CHECK(strncmp(err.msg, want, strlen(want)) == 0);
+  if (strncmp(err.msg, want, strlen(want)) != 0) fprintf(stderr, "  message: %s\n", err.msg);
   remove_temp(path);
 }
 
@@ -246,8 +300,13 @@ static const bad_case_t bad_cases[] = {
     {"runtime error", "local x = 1\nservce \"api\" { command = \"x\" }\n", 2,
      {"attempt to call a nil value", "servce"}},
     {"error()", "\n\nerror(\"custom failure\")\n", 3, {"custom failure", NULL}},
-    {"runaway loop", "while true do end\n", 1, {"instruction limit", NULL}},
-    {"runaway loop later", "local a = 1\n\nwhile true do a = a + 1 end\n", 3, {"instruction limit", NULL}},
+    {"runaway loop", "while true do end\n", 1, {"time limit of 1000 ms", NULL}},
+    {"runaway loop later", "local a = 1\n\nwhile true do a = a + 1 end\n", 3, {"time limit", NULL}},
+    {"loop catching its timeout", "while true do\n  pcall(function() while true do end end)\nend\n", 2,
+     {"config evaluation exceeded its time limit", NULL}},
+    {"pathological pattern", "\nlocal s = ('a'):rep(1e5):find('.-.-.-.-b')\n", 2, {"time limit", NULL}},
+    {"os.exit", "os.exit(3)\n", 1, {"os.exit is not available", NULL}},
+    {"io", "local f = io.open('/etc/hostname')\n", 1, {"io.open is not available", NULL}},
     {"unknown placeholder", "service \"api\" {\n  command = \"app --name {user}\",\n}\n", 2,
      {"unknown placeholder {user}", "{id}"}},
     {"unavailable placeholder", "service \"api\" {\n  command = \"x\",\n  socket = \"/run/{port}.sock\",\n}\n",
@@ -371,7 +430,7 @@ TEST(key_line_is_the_assignment) {
 
 TEST(overrides) {
   char *path = write_temp("settings { domain = \"file.example\", port = 1234, listen = \"::1\", "
-                          "data_dir = \"/srv/file\" }\n");
+                          "data_dir = \"/srv/file\" }\ninstances {}\n");
   ten_config_overrides_t o = {"Override.ORG.", "127.0.0.2", 0, "/srv/flag"};
   ten_config_t *c = NULL;
   ten_err_t err = {{0}};
@@ -558,6 +617,8 @@ int main(void) {
   RUN(defaults_without_a_file);
   RUN(full_config);
   RUN(empty_file);
+  RUN(metatables_in_values);
+  RUN(memory_limit);
   RUN(errors);
   RUN(missing_file);
   RUN(long_path_error_prefix);
