@@ -8,10 +8,13 @@
  * the threadpool (WAL lets readers run beside the writer). ten_db_close
  * commits what is waiting and joins.
  *
- * Log lines reach the writer through the spool ({data_dir}/log-spool, see
- * obs/spool.h), not through memory: the producer appends them with one
+ * Log lines reach the writer through the spool (the folder "<path>-spool",
+ * see obs/spool.h), not through memory: the producer appends them with one
  * write() into the page cache, after which they survive the death of ten
- * (not a power cut: nothing is fsync'd). The writer reads them back, commits
+ * (not a power cut: nothing is fsync'd). That write() is the one disk call
+ * the loop thread makes; it only waits when the kernel throttles writers
+ * with too many dirty pages, which slows reading the apps' output as a
+ * full spool would. The writer reads them back, commits
  * them together with the highest id it has ingested (a line is never stored
  * twice), and deletes the segments it is done with. ten_db_open stores first
  * what an earlier run left in the spool, a partial last line included. The

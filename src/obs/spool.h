@@ -1,6 +1,7 @@
-/* spool.h: the log spool, append-only segment files in {data_dir}/log-spool
- * that hold every line ten has read from an app, from the moment it is read
- * until the database writer has committed it.
+/* spool.h: the log spool, append-only segment files in a folder beside the
+ * database ({data_dir}/tenement.db-spool) that hold every line ten has read
+ * from an app, from the moment it is read until the database writer has
+ * committed it.
  *
  * Durability is against the death of the ten process (SIGKILL, a crash),
  * not power loss: records reach the page cache with one write() per batch
