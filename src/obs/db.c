@@ -362,6 +362,7 @@ static int open_spool(ten_db_t *db, ten_err_t *err) {
   }
   ten_spool_reader_init(&db->reader, dir, rec.segments, rec.count, rec.next_seq);
   rec.segments = NULL; /* the reader's now */
+  db->reader.quiet_old = true; /* recovery has said what is wrong with them */
   db->end_seq = db->spool.seq;
   db->end_off = db->spool.size;
   db->bytes_written = rec.bytes + db->spool.size;

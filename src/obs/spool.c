@@ -212,14 +212,6 @@ static void reader_finish_segment(ten_spool_reader_t *r) {
 /* Appends up to READ_CHUNK more bytes of the segment, never past limit.
  * Returns the count (0: nothing more now), or a negative error. */
 static ssize_t reader_fill(ten_spool_reader_t *r, uint64_t limit) {
-  if (r->fd < 0) {
-    char *path = segment_path(r->dir, r->seq);
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    int rc = r->fd < 0 ? -errno : 0;
-    if (rc) ten_log(TEN_LOG_ERROR, "logs: cannot read the spool %s: %s", path, uv_strerror(rc));
-    free(path);
-    if (rc) return rc;
-  }
   /* Consumed bytes go first, so the chunk only ever holds one record's
    * worth more than a read. */
   if (r->pos) {
@@ -229,6 +221,14 @@ static ssize_t reader_fill(ten_spool_reader_t *r, uint64_t limit) {
   }
   uint64_t at = r->off + r->chunk.len;
   if (at >= limit) return 0;
+  if (r->fd < 0) {
+    char *path = segment_path(r->dir, r->seq);
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    int rc = r->fd < 0 ? -errno : 0;
+    if (rc) ten_log(TEN_LOG_ERROR, "logs: cannot read the spool %s: %s", path, uv_strerror(rc));
+    free(path);
+    if (rc) return rc;
+  }
   size_t want = (size_t)TEN_MIN((uint64_t)READ_CHUNK, limit - at);
   ten_buf_reserve(&r->chunk, want);
   ssize_t n;
@@ -252,10 +252,14 @@ size_t ten_spool_read(ten_spool_reader_t *r, uint64_t end_seq, uint64_t end_off,
       continue;
     }
     bool current = r->seq >= end_seq; /* the producer may still add to it */
+    bool report = !(r->quiet_old && r->seq < r->first_new);
     if (rc < 0) {
-      ten_log(TEN_LOG_ERROR,
-              "logs: the spool segment %llu is damaged at byte %llu; skipping the rest of it",
-              (unsigned long long)r->seq, (unsigned long long)(r->off + r->pos));
+      if (report) {
+        char *path = segment_path(r->dir, r->seq);
+        ten_log(TEN_LOG_ERROR, "logs: %s is damaged at byte %llu: the rest of it is skipped", path,
+                (unsigned long long)(r->off + r->pos));
+        free(path);
+      }
       if (current) return n; /* cannot happen to bytes of this run; wait for its end */
       r->consumed += r->chunk.len - r->pos;
       reader_finish_segment(r);
@@ -268,11 +272,13 @@ size_t ten_spool_read(ten_spool_reader_t *r, uint64_t end_seq, uint64_t end_off,
     if (got > 0) continue;
     if (current) break;
     if (got < 0 && got != UV_ENOENT) break; /* try again at the next call */
-    if (r->chunk.len > r->pos)
+    if (r->chunk.len > r->pos && report) {
+      char *path = segment_path(r->dir, r->seq);
       ten_log(TEN_LOG_WARN,
-              "logs: the spool segment %llu ends inside a record (ten died while writing it): "
-              "%zu bytes skipped",
-              (unsigned long long)r->seq, r->chunk.len - r->pos);
+              "logs: %s ends inside a record (ten died while writing it): %zu bytes skipped", path,
+              r->chunk.len - r->pos);
+      free(path);
+    }
     r->consumed += r->chunk.len - r->pos;
     reader_finish_segment(r);
   }
@@ -359,24 +365,6 @@ static void end_partial(ten_map_t *orphans, uint64_t key) {
   if (o) orphan_free(o);
 }
 
-static int read_file(const char *path, ten_buf_t *out) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -errno;
-  int rc = 0;
-  for (;;) {
-    ten_buf_reserve(out, READ_CHUNK);
-    ssize_t n = read(fd, out->data + out->len, READ_CHUNK);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n < 0) rc = -errno;
-      break;
-    }
-    out->len += (size_t)n;
-  }
-  close(fd);
-  return rc;
-}
-
 static int cmp_u64(const void *a, const void *b) {
   uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
   return x < y ? -1 : x > y;
@@ -386,37 +374,37 @@ static int cmp_orphan(const void *a, const void *b) {
   return cmp_u64(&(*(orphan_t *const *)a)->key, &(*(orphan_t *const *)b)->key);
 }
 
-/* Reads one segment into the recovery: its lines above last_id, its
- * highest id, and how it leaves each stream's partial line. */
-static int scan_segment(const char *dir, uint64_t seq, int64_t last_id, ten_map_t *orphans,
-                        ten_spool_recovery_t *out, ten_err_t *err) {
-  char *path = segment_path(dir, seq);
-  ten_buf_t data = TEN_BUF_INIT;
-  int rc = read_file(path, &data);
-  if (rc) {
-    ten_errf(err, rc, "cannot read the log spool %s: %s", path, uv_strerror(rc));
-    goto done;
-  }
-  out->bytes += data.len;
-  size_t pos = 0;
-  ten_spool_view_t v;
-  while ((rc = ten_spool_next(data.data, data.len, &pos, &v)) == 1) {
-    if (v.rec.kind == TEN_SPOOL_PARTIAL) {
-      apply_partial(orphans, &v);
-      continue;
+/* Reads the segments as the writer will (a chunk at a time, a torn or
+ * damaged tail skipped): their lines above last_id, their highest id, and
+ * how they leave each stream's partial line. */
+static int scan(const char *dir, int64_t last_id, ten_map_t *orphans, ten_spool_recovery_t *out,
+                ten_err_t *err) {
+  uint64_t *segments = ten_xmalloc((out->count + 1) * sizeof *segments);
+  memcpy(segments, out->segments, out->count * sizeof *segments);
+  ten_spool_reader_t r;
+  ten_spool_reader_init(&r, dir, segments, out->count, out->next_seq);
+  ten_spool_view_t views[64];
+  size_t n;
+  while ((n = ten_spool_read(&r, out->next_seq, 0, views, TEN_ARRAY_SIZE(views))) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      const ten_spool_view_t *v = &views[i];
+      if (v->rec.kind == TEN_SPOOL_PARTIAL) {
+        apply_partial(orphans, v);
+        continue;
+      }
+      end_partial(orphans, v->rec.key);
+      if (v->rec.id > last_id) out->lines++;
+      if (v->rec.id > out->max_id) out->max_id = v->rec.id;
     }
-    end_partial(orphans, v.rec.key);
-    if (v.rec.id > last_id) out->lines++;
-    if (v.rec.id > out->max_id) out->max_id = v.rec.id;
   }
-  if (pos < data.len)
-    ten_log(TEN_LOG_WARN, "logs: %s %s at byte %zu; the %zu bytes after it are skipped", path,
-            rc < 0 ? "is damaged" : "ends inside a record (ten died while writing it)", pos,
-            data.len - pos);
-  rc = 0;
-done:
-  ten_buf_free(&data);
-  free(path);
+  int rc = 0;
+  if (r.seq != out->next_seq) { /* stopped at a segment it could not read */
+    char *path = segment_path(dir, r.seq);
+    rc = ten_errf(err, UV_EIO, "cannot read the log spool %s (see the error above)", path);
+    free(path);
+  }
+  out->bytes = r.consumed;
+  ten_spool_reader_free(&r); /* deletes nothing: nothing was committed */
   return rc;
 }
 
@@ -446,9 +434,7 @@ int ten_spool_recover(const char *dir, int64_t last_id, ten_spool_recovery_t *ou
   }
 
   ten_map_t orphans = TEN_MAP_INIT;
-  int rc = 0;
-  for (size_t i = 0; i < out->count && rc == 0; i++)
-    rc = scan_segment(dir, out->segments[i], last_id, &orphans, out, err);
+  int rc = scan(dir, last_id, &orphans, out, err);
 
   /* What is left unfinished becomes a line, as it would have at the
    * stream's end: ids after every other, in the order the streams began. */

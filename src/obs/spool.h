@@ -111,9 +111,11 @@ typedef struct ten_spool_reader {
   uint64_t off;       /* where chunk starts in it */
   ten_buf_t chunk;    /* bytes read, not consumed yet */
   size_t pos;         /* consumed bytes of chunk */
-  uint64_t consumed;  /* bytes handed out (or skipped) since the last mark */
+  uint64_t consumed;  /* bytes handed out or skipped since the last mark (of a
+                         damaged segment: what was read of it) */
   uint64_t *finished; /* segments read to the end since the last mark */
   size_t finished_count, finished_cap;
+  bool quiet_old; /* damage in old segments was reported (by recovery) */
 } ten_spool_reader_t;
 
 /* Reads the old segments (taking the array), then first_new onward. */
@@ -143,7 +145,7 @@ typedef struct ten_spool_recovery {
   uint64_t *segments; /* left by earlier runs, oldest first */
   size_t count;
   uint64_t next_seq; /* the first number free for this run */
-  uint64_t bytes;    /* their size */
+  uint64_t bytes;    /* what a reader consumes of them */
   uint64_t lines;    /* line records in them above last_id */
   int64_t max_id;    /* the highest line id in them (or last_id) */
   /* Partial lines nobody finished, as line records with ids after max_id:
