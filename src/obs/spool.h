@@ -147,9 +147,10 @@ typedef struct ten_spool_recovery {
   uint64_t next_seq; /* the first number free for this run */
   uint64_t bytes;    /* what a reader consumes of them */
   uint64_t lines;    /* line records in them above last_id */
-  int64_t max_id;    /* the highest line id in them (or last_id) */
-  /* Partial lines nobody finished, as line records with ids after max_id:
-   * to be appended first thing, so they are stored like any other line. */
+  int64_t max_id;    /* the highest id in use: theirs, the orphans', or last_id */
+  /* Partial lines nobody finished, as line records with ids after all of
+   * theirs: to be appended first thing, so they are stored like any other
+   * line (and, keyed as before, end those partial lines for good). */
   ten_spool_buf_t orphans;
 } ten_spool_recovery_t;
 
