@@ -380,7 +380,7 @@ static int cmp_orphan(const void *a, const void *b) {
 static int scan(const char *dir, int64_t last_id, ten_map_t *orphans, ten_spool_recovery_t *out,
                 ten_err_t *err) {
   uint64_t *segments = ten_xmalloc((out->count + 1) * sizeof *segments);
-  memcpy(segments, out->segments, out->count * sizeof *segments);
+  if (out->count) memcpy(segments, out->segments, out->count * sizeof *segments);
   ten_spool_reader_t r;
   ten_spool_reader_init(&r, dir, segments, out->count, out->next_seq);
   ten_spool_view_t views[64];
