@@ -1,4 +1,5 @@
-/* db.c: the writer thread and its queue. */
+/* db.c: the writer thread: the operations queued for it, and the log
+ * lines it ingests from the spool. */
 #include "obs/db.h"
 
 #include <sqlite3.h>
@@ -15,13 +16,15 @@
 #define ROTATE_CHUNK    20000
 #define INDEX_CHUNK     50000
 /* The most log lines one transaction stores: a backlog is committed in
- * steps, so lines become visible (and memory is freed) as it drains. */
+ * steps, so lines become visible as it drains. */
 #define TXN_MAX_LINES   50000
+#define READ_VIEWS      512   /* records taken from the spool at a time */
+#define RETRY_MS        1000  /* after a failed commit, before the next try */
+#define COMPLAIN_MS     60000 /* at most one complaint a minute about the same trouble */
 
 typedef enum op_kind {
   OP_CONFIG_SET,
   OP_CONFIG_DELETE,
-  OP_LOGS,
   OP_EVENT,
 } op_kind_t;
 
@@ -31,8 +34,6 @@ typedef struct op {
   char *key;   /* config key; event: "service\0instance\0kind\0detail" */
   char *value; /* config value */
   int64_t ts;
-  ten_db_log_batch_t *batch;
-  size_t lines, bytes; /* of the batch */
 } op_t;
 
 struct ten_db {
@@ -42,14 +43,28 @@ struct ten_db {
   uv_thread_t thread;
   uv_mutex_t lock;
   uv_cond_t wake;      /* work queued, or stop */
-  uv_cond_t committed; /* a batch finished (ten_db_sync waits on it) */
+  uv_cond_t committed; /* a transaction ended (ten_db_sync waits on it) */
   op_t *head, *tail;
   uint64_t queued, done; /* op counters, for sync */
-  size_t pending_lines; /* queued, not yet taken by the writer */
-  size_t pending_bytes; /* queued or being written: freed at commit */
-  bool urgent; /* something other than log lines waits: commit now */
+  uint64_t failures;     /* failed commits, so sync does not wait forever */
+  bool urgent;           /* something other than log lines waits: commit now */
   bool stop;
   ten_db_options_t opts;
+
+  /* The spool, the producer's side (its thread only). */
+  ten_spool_writer_t spool;
+  uint64_t next_key;
+  uint64_t roll_complained_ms;
+  /* Published by the producer, under the lock. Counts include what earlier
+   * runs left in the spool. */
+  uint64_t end_seq, end_off; /* how far the spool is written */
+  uint64_t bytes_written, lines_written;
+  /* Published by the writer, under the lock. */
+  uint64_t bytes_committed, lines_committed;
+  /* The spool, the writer's side. */
+  ten_spool_reader_t reader;
+  ten_spool_view_t views[READ_VIEWS];
+  uint64_t commit_complained_ms;
 
   /* Shared with the loop thread without the lock. */
   _Atomic int64_t next_log_id;
@@ -82,10 +97,6 @@ static int open_conn(const char *path, int flags, sqlite3 **out, ten_err_t *err)
 }
 
 static void free_op(op_t *op) {
-  if (op->batch) {
-    ten_buf_free(&op->batch->arena);
-    free(op->batch);
-  }
   free(op->key);
   free(op->value);
   free(op);
@@ -134,39 +145,87 @@ static void apply_event(sqlite3 *conn, op_t *op, sqlite3_stmt **ins) {
   sqlite3_reset(*ins);
 }
 
-/* One transaction for everything queued. The full-text index is brought
- * along in the same transaction while the writer keeps up; if lines are
- * piling up, rows go first and indexing waits for a quieter moment. */
-static void apply_batch(ten_db_t *db, op_t *batch, size_t lines, size_t backlog_lines) {
+/* Line records from the spool, up to the producer's end (end_seq,
+ * end_off) and about TXN_MAX_LINES. Lines at or below `through` are
+ * stored already (an earlier run committed them before it died). Returns
+ * the lines taken; *stored says how many of them made it. */
+static uint64_t ingest(ten_db_t *db, uint64_t end_seq, uint64_t end_off, uint64_t *stored) {
+  uint64_t lines = 0;
+  while (lines < TXN_MAX_LINES) {
+    size_t n = ten_spool_read(&db->reader, end_seq, end_off, db->views, READ_VIEWS);
+    if (!n) break;
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+      const ten_spool_view_t *v = &db->views[i];
+      if (v->rec.kind != TEN_SPOOL_LINE || v->rec.id <= db->logs.through) continue;
+      db->views[keep++] = *v;
+    }
+    *stored += ten__logstore_insert(&db->logs, db->views, keep);
+    lines += keep;
+  }
+  return lines;
+}
+
+/* One transaction: the queued operations and the spool up to the given
+ * end. The full-text index is brought along while the writer keeps up; if
+ * lines are piling up, rows go first and indexing waits for a quieter
+ * moment. If the commit fails nothing is lost: the reader goes back, the
+ * caller puts the operations back, and all of it is tried again. */
+static bool apply_batch(ten_db_t *db, op_t *ops, uint64_t end_seq, uint64_t end_off,
+                        uint64_t backlog_lines, uint64_t *lines, uint64_t *bytes) {
   sqlite3 *conn = db->writer;
+  ten__logstore_t *ls = &db->logs;
+  int64_t saved_indexed = ls->indexed_through, saved_max = ls->max_id;
+  int64_t saved_through = ls->through, saved_saved = ls->saved_through;
+  int64_t saved_rows = ls->row_count;
+  ten_spool_mark_t mark = ten_spool_reader_mark(&db->reader);
   sqlite3_stmt *set = NULL, *del = NULL, *event = NULL;
   uint64_t stored = 0;
-  sqlite3_exec(conn, "BEGIN", NULL, NULL, NULL);
-  for (op_t *op = batch; op; op = op->next) {
-    switch (op->kind) {
-    case OP_CONFIG_SET:
-    case OP_CONFIG_DELETE: apply_config(conn, op, &set, &del); break;
-    case OP_LOGS: stored += ten__logstore_insert(&db->logs, op->batch); break;
-    case OP_EVENT: apply_event(conn, op, &event); break;
+  *lines = *bytes = 0;
+  bool ok = sqlite3_exec(conn, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+  if (ok) {
+    for (op_t *op = ops; op; op = op->next) {
+      switch (op->kind) {
+      case OP_CONFIG_SET:
+      case OP_CONFIG_DELETE: apply_config(conn, op, &set, &del); break;
+      case OP_EVENT: apply_event(conn, op, &event); break;
+      }
     }
-  }
-  if (backlog_lines < TEN_DB_BATCH_LINES) ten__logstore_index(&db->logs, INDEX_CHUNK);
-  if (sqlite3_exec(conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-    ten_log(TEN_LOG_ERROR, "db: commit failed: %s", sqlite3_errmsg(conn));
-    sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
-    /* A rolled-back index step leaves the index where the table says. */
-    db->logs.indexed_through = atomic_load(&db->indexed_through);
-    db->logs.row_count -= (int64_t)stored;
-    atomic_fetch_add(&db->lines_failed, lines);
-  } else {
-    atomic_fetch_add(&db->lines_stored, stored);
-    atomic_fetch_add(&db->lines_failed, lines - stored);
-    atomic_store(&db->indexed_through, db->logs.indexed_through);
-    atomic_fetch_add(&db->commits, 1);
+    *lines = ingest(db, end_seq, end_off, &stored);
+    if (backlog_lines < TEN_DB_BATCH_LINES) ten__logstore_index(ls, INDEX_CHUNK);
+    ok = ten__logstore_save_through(ls) &&
+         sqlite3_exec(conn, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
   }
   sqlite3_finalize(set);
   sqlite3_finalize(del);
   sqlite3_finalize(event);
+  if (!ok) {
+    uint64_t now = ten_now_ms();
+    if (now - db->commit_complained_ms >= COMPLAIN_MS || !db->commit_complained_ms) {
+      db->commit_complained_ms = now;
+      ten_log(TEN_LOG_ERROR,
+              "db: commit failed: %s; the log lines stay in the spool and are tried again",
+              sqlite3_errmsg(conn));
+    }
+    sqlite3_exec(conn, "ROLLBACK", NULL, NULL, NULL);
+    ls->indexed_through = saved_indexed;
+    ls->max_id = saved_max;
+    ls->through = saved_through;
+    ls->saved_through = saved_saved;
+    ls->row_count = saved_rows;
+    /* Sources added in the transaction are gone with it. */
+    ten_map_free(&ls->sources);
+    ls->sources = (ten_map_t)TEN_MAP_INIT;
+    ten_spool_reader_rewind(&db->reader, mark);
+    *lines = 0;
+    return false;
+  }
+  *bytes = ten_spool_reader_commit(&db->reader);
+  atomic_fetch_add(&db->lines_stored, stored);
+  atomic_fetch_add(&db->lines_failed, *lines - stored);
+  atomic_store(&db->indexed_through, ls->indexed_through);
+  atomic_fetch_add(&db->commits, 1);
+  return true;
 }
 
 /* Work for quiet moments: catching the index up, then rotation. */
@@ -199,59 +258,82 @@ static bool idle_work(ten_db_t *db, ten_db_options_t opts) {
 
 static void writer_main(void *arg) {
   ten_db_t *db = arg;
+  uint64_t waiting_since = 0; /* when the oldest uncommitted work was first seen */
+  uint64_t retry_at = 0;      /* after a failed commit: not before */
   uv_mutex_lock(&db->lock);
-  uint64_t oldest_ms = 0;
   for (;;) {
-    bool ready = db->head && (db->urgent || db->stop || db->pending_lines >= TEN_DB_BATCH_LINES);
-    if (!ready && db->head && oldest_ms && ten_now_ms() - oldest_ms >= TEN_DB_BATCH_MS) ready = true;
+    uint64_t now = ten_now_ms();
+    bool work = db->head || db->bytes_written > db->bytes_committed;
+    if (!work) {
+      waiting_since = 0;
+      if (db->stop) break;
+    } else if (!waiting_since) {
+      waiting_since = now;
+    }
+    uint64_t backlog_lines = db->lines_written - db->lines_committed;
+    bool ready = work && (db->urgent || db->stop || backlog_lines >= TEN_DB_BATCH_LINES ||
+                          now - waiting_since >= TEN_DB_BATCH_MS);
+    if (ready && now < retry_at && !db->stop) ready = false;
     if (!ready) {
-      if (!db->head && db->stop) break;
-      if (db->head && !oldest_ms) oldest_ms = ten_now_ms();
       ten_db_options_t opts = db->opts;
       uv_mutex_unlock(&db->lock);
       bool worked = !db->stop && idle_work(db, opts);
       uv_mutex_lock(&db->lock);
-      if (!worked && !db->urgent && !db->stop) {
-        uint64_t wait_ms = TEN_DB_BATCH_MS;
-        if (oldest_ms) {
-          uint64_t age = ten_now_ms() - oldest_ms;
-          wait_ms = age >= TEN_DB_BATCH_MS ? 0 : TEN_DB_BATCH_MS - age;
-        }
-        if (wait_ms) uv_cond_timedwait(&db->wake, &db->lock, wait_ms * 1000000ull);
-      }
+      if (worked || db->stop) continue;
+      now = ten_now_ms();
+      uint64_t wait_ms = TEN_DB_BATCH_MS;
+      if (now < retry_at)
+        wait_ms = retry_at - now;
+      else if (db->urgent && work)
+        wait_ms = 0;
+      else if (waiting_since)
+        wait_ms = TEN_DB_BATCH_MS - TEN_MIN(now - waiting_since, TEN_DB_BATCH_MS);
+      if (wait_ms) uv_cond_timedwait(&db->wake, &db->lock, wait_ms * 1000000ull);
       continue;
     }
-    /* Everything queued, up to TXN_MAX_LINES log lines (at least one op). */
-    op_t *batch = db->head, *last = batch;
-    uint64_t count = 1;
-    size_t lines = batch->lines, bytes = batch->bytes;
-    while (last->next && lines + last->next->lines <= TXN_MAX_LINES) {
-      last = last->next;
-      lines += last->lines;
-      bytes += last->bytes;
-      count++;
-    }
-    size_t backlog = db->pending_lines;
-    db->head = last->next;
-    if (!db->head) db->tail = NULL;
-    last->next = NULL;
-    db->pending_lines -= lines;
-    if (!db->head) db->urgent = false;
-    oldest_ms = db->head ? ten_now_ms() : 0;
+    op_t *ops = db->head, *last = db->tail;
+    uint64_t count = 0;
+    for (op_t *op = ops; op; op = op->next) count++;
+    db->head = db->tail = NULL;
+    db->urgent = false;
+    uint64_t end_seq = db->end_seq, end_off = db->end_off;
     uv_mutex_unlock(&db->lock);
 
-    apply_batch(db, batch, lines, backlog);
-    atomic_fetch_sub(&db->lines_pending, lines);
-    while (batch) {
-      op_t *next = batch->next;
-      free_op(batch);
-      batch = next;
-    }
+    uint64_t lines, bytes;
+    bool ok = apply_batch(db, ops, end_seq, end_off, backlog_lines, &lines, &bytes);
 
     uv_mutex_lock(&db->lock);
-    db->pending_bytes -= bytes;
-    db->done += count;
+    if (ok || db->stop) {
+      while (ops) {
+        op_t *next = ops->next;
+        free_op(ops);
+        ops = next;
+      }
+      db->done += count;
+    } else if (ops) {
+      last->next = db->head;
+      if (!db->head) db->tail = last;
+      db->head = ops;
+    }
+    /* Spooled bytes that cannot be read (a segment that does not open)
+     * are no progress either: back off as after a failed commit. */
+    bool progress = ok && (bytes || count || db->bytes_written == db->bytes_committed);
+    if (ok) {
+      db->bytes_committed += bytes;
+      db->lines_committed += lines;
+      atomic_fetch_sub(&db->lines_pending, lines);
+    }
+    if (progress) {
+      retry_at = 0;
+    } else {
+      db->failures++;
+      retry_at = ten_now_ms() + RETRY_MS;
+    }
+    waiting_since = 0;
     uv_cond_broadcast(&db->committed);
+    /* Stopping and the database refuses: what is spooled stays for the
+     * next start. */
+    if (!progress && db->stop) break;
   }
   uv_mutex_unlock(&db->lock);
 }
@@ -264,12 +346,49 @@ void ten_db_global_init(void) {
   sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
+/* Opens the spool: what earlier runs left is read back (its unfinished
+ * lines become lines, appended first), and the writer will ingest it
+ * before anything new. */
+static int open_spool(ten_db_t *db, ten_err_t *err) {
+  char *dir = ten_xasprintf("%s-spool", db->path);
+  ten_spool_recovery_t rec;
+  int rc = ten_spool_recover(dir, db->logs.through, &rec, err);
+  if (rc) goto done;
+  if ((rc = ten_spool_writer_open(&db->spool, dir, rec.next_seq, err))) goto done;
+  if ((rc = ten_spool_append(&db->spool, &rec.orphans))) {
+    ten_errf(err, rc, "cannot write to the log spool in %s: %s", dir, uv_strerror(rc));
+    ten_spool_writer_close(&db->spool);
+    goto done;
+  }
+  ten_spool_reader_init(&db->reader, dir, rec.segments, rec.count, rec.next_seq);
+  rec.segments = NULL; /* the reader's now */
+  db->reader.quiet_old = true; /* recovery has said what is wrong with them */
+  db->end_seq = db->spool.seq;
+  db->end_off = db->spool.size;
+  db->bytes_written = rec.bytes + db->spool.size;
+  db->lines_written = rec.lines + rec.orphans.lines;
+  atomic_store(&db->lines_pending, db->lines_written);
+  atomic_store(&db->next_log_id, rec.max_id + 1);
+  db->next_key = rec.next_seq << 32;
+  if (db->lines_written)
+    ten_log(TEN_LOG_INFO,
+            "db: %llu log lines read by an earlier run were not stored yet (%zu of them "
+            "unfinished last lines); storing them from %s",
+            (unsigned long long)db->lines_written, rec.orphans.lines, dir);
+done:
+  ten_spool_recovery_free(&rec);
+  free(dir);
+  return rc;
+}
+
 int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, ten_err_t *err) {
   *out = NULL;
   ten_db_t *db = ten_xcalloc(1, sizeof *db);
   db->path = ten_xstrdup(path);
+  db->spool.fd = -1;
   if (opts) db->opts = *opts;
   if (!db->opts.max_pending_bytes) db->opts.max_pending_bytes = TEN_DB_MAX_PENDING_BYTES;
+  bool logstore_open = false;
   int rc = open_conn(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &db->writer, err);
   if (rc) goto fail;
   char *msg = NULL;
@@ -281,8 +400,9 @@ int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, 
     sqlite3_free(msg);
     goto fail;
   }
+  logstore_open = true;
   if ((rc = ten__logstore_open(&db->logs, db->writer, err))) goto fail;
-  atomic_store(&db->next_log_id, db->logs.max_id + 1);
+  if ((rc = open_spool(db, err))) goto fail;
   atomic_store(&db->indexed_through, db->logs.indexed_through);
   uv_mutex_init(&db->lock);
   uv_cond_init(&db->wake);
@@ -292,13 +412,15 @@ int ten_db_open(const char *path, const ten_db_options_t *opts, ten_db_t **out, 
     uv_cond_destroy(&db->wake);
     uv_cond_destroy(&db->committed);
     uv_mutex_destroy(&db->lock);
-    ten__logstore_close(&db->logs);
+    ten_spool_writer_close(&db->spool);
+    ten_spool_reader_free(&db->reader);
     goto fail;
   }
   *out = db;
   return 0;
 
 fail:
+  if (logstore_open) ten__logstore_close(&db->logs);
   sqlite3_close(db->writer);
   free(db->path);
   free(db);
@@ -323,6 +445,13 @@ void ten_db_close(ten_db_t *db) {
   uv_cond_signal(&db->wake);
   uv_mutex_unlock(&db->lock);
   uv_thread_join(&db->thread);
+  while (db->head) { /* left by a database that refused them */
+    op_t *next = db->head->next;
+    free_op(db->head);
+    db->head = next;
+  }
+  ten_spool_writer_close(&db->spool);
+  ten_spool_reader_free(&db->reader);
   ten__logstore_close(&db->logs);
   sqlite3_close(db->writer);
   uv_cond_destroy(&db->wake);
@@ -332,29 +461,25 @@ void ten_db_close(ten_db_t *db) {
   free(db);
 }
 
-static void enqueue(ten_db_t *db, op_t *op, size_t lines, size_t bytes) {
-  op->lines = lines;
-  op->bytes = bytes;
+static void enqueue(ten_db_t *db, op_t *op) {
   uv_mutex_lock(&db->lock);
   if (db->tail) db->tail->next = op;
   else db->head = op;
   db->tail = op;
   db->queued++;
-  db->pending_lines += lines;
-  db->pending_bytes += bytes;
-  if (op->kind != OP_LOGS) db->urgent = true;
-  if (db->urgent || db->pending_lines >= TEN_DB_BATCH_LINES || db->head == op)
-    uv_cond_signal(&db->wake);
+  db->urgent = true;
+  uv_cond_signal(&db->wake);
   uv_mutex_unlock(&db->lock);
 }
 
 void ten_db_sync(ten_db_t *db) {
   if (!db) return;
   uv_mutex_lock(&db->lock);
-  uint64_t target = db->queued;
+  uint64_t ops = db->queued, bytes = db->bytes_written, failures = db->failures;
   db->urgent = true;
   uv_cond_signal(&db->wake);
-  while (db->done < target) uv_cond_wait(&db->committed, &db->lock);
+  while ((db->done < ops || db->bytes_committed < bytes) && db->failures == failures)
+    uv_cond_wait(&db->committed, &db->lock);
   uv_mutex_unlock(&db->lock);
 }
 
@@ -366,7 +491,7 @@ void ten_db_config_set(ten_db_t *db, const char *key, const char *value) {
   op->kind = value ? OP_CONFIG_SET : OP_CONFIG_DELETE;
   op->key = ten_xstrdup(key);
   op->value = value ? ten_xstrdup(value) : NULL;
-  enqueue(db, op, 0, 0);
+  enqueue(db, op);
 }
 
 int ten_db_file_config_scan(const char *path, const char *prefix,
@@ -432,56 +557,70 @@ int64_t ten_db_next_log_id(const ten_db_t *db) {
   return atomic_load((_Atomic int64_t *)&db->next_log_id);
 }
 
-ten_db_log_batch_t *ten_db_log_batch_new(void) {
-  ten_db_log_batch_t *b = ten_xcalloc(1, sizeof *b);
-  ten_buf_reserve(&b->arena, 64 * 1024);
-  return b;
+uint64_t ten_db_log_stream_key(ten_db_t *db) { return ++db->next_key; }
+
+bool ten_db_log_segment_full(const ten_db_t *db) {
+  return db->spool.size >= TEN_SPOOL_SEGMENT_BYTES;
 }
 
-void ten_db_log_batch_add(ten_db_log_batch_t *b, int64_t id, int64_t ts_ms, int level,
-                          int stream, const char *service, const char *instance,
-                          const char *message, size_t len) {
-  ten__log_rec_t rec = {id, ts_ms, (uint8_t)level, (uint8_t)stream,
-                        (uint16_t)strlen(service), (uint16_t)strlen(instance), (uint32_t)len};
-  ten_buf_reserve(&b->arena, sizeof rec + rec.service_len + rec.instance_len + len);
-  ten_buf_append(&b->arena, &rec, sizeof rec);
-  ten_buf_append(&b->arena, service, rec.service_len);
-  ten_buf_append(&b->arena, instance, rec.instance_len);
-  ten_buf_append(&b->arena, message, len);
-  if (!b->lines) b->first_id = id;
-  b->last_id = id;
-  b->lines++;
-}
-
-size_t ten_db_log_batch_lines(const ten_db_log_batch_t *b) { return b->lines; }
-
-void ten_db_log_batch_free(ten_db_log_batch_t *b) {
-  if (!b) return;
-  ten_buf_free(&b->arena);
-  free(b);
-}
-
-static size_t pending_bytes(ten_db_t *db) {
+int ten_db_log_roll(ten_db_t *db, const ten_spool_buf_t *b) {
+  int rc = ten_spool_roll(&db->spool, b);
+  if (rc) {
+    /* The current segment grows instead: nothing is lost, only its disk
+     * space is not given back until a new one can be made. */
+    uint64_t now = ten_now_ms();
+    if (now - db->roll_complained_ms >= COMPLAIN_MS || !db->roll_complained_ms) {
+      db->roll_complained_ms = now;
+      ten_log(TEN_LOG_WARN, "logs: cannot start a new log spool segment in %s-spool: %s", db->path,
+              uv_strerror(rc));
+    }
+    return rc;
+  }
+  /* Published only now that the new segment holds the partial lines: the
+   * writer may delete the old one as soon as it sees this. */
   uv_mutex_lock(&db->lock);
-  size_t bytes = db->pending_bytes;
+  db->end_seq = db->spool.seq;
+  db->end_off = db->spool.size;
+  db->bytes_written += b->data.len;
+  uv_mutex_unlock(&db->lock);
+  return 0;
+}
+
+int ten_db_log_write(ten_db_t *db, ten_spool_buf_t *b) {
+  if (!b->data.len) return 0;
+  int rc = ten_spool_append(&db->spool, b);
+  if (rc) return rc;
+  if (b->last_id) atomic_store(&db->next_log_id, b->last_id + 1);
+  /* Only whole buffers are published, so the writer never reads a record
+   * that a short write cut. */
+  uv_mutex_lock(&db->lock);
+  bool was_idle = db->bytes_written == db->bytes_committed;
+  db->end_seq = db->spool.seq;
+  db->end_off = db->spool.size;
+  db->bytes_written += b->data.len;
+  db->lines_written += b->lines;
+  atomic_fetch_add(&db->lines_pending, b->lines);
+  if (was_idle || db->lines_written - db->lines_committed >= TEN_DB_BATCH_LINES)
+    uv_cond_signal(&db->wake);
+  uv_mutex_unlock(&db->lock);
+  return 0;
+}
+
+void ten_db_log_dropped(ten_db_t *db, uint64_t lines) {
+  atomic_fetch_add(&db->lines_failed, lines);
+}
+
+static uint64_t spool_backlog(ten_db_t *db) {
+  uv_mutex_lock(&db->lock);
+  uint64_t bytes = db->bytes_written - db->bytes_committed;
   uv_mutex_unlock(&db->lock);
   return bytes;
 }
 
-bool ten_db_log_submit(ten_db_t *db, ten_db_log_batch_t *b) {
-  size_t bytes = b->arena.len;
-  size_t lines = b->lines;
-  atomic_store(&db->next_log_id, b->last_id + 1);
-  op_t *op = ten_xcalloc(1, sizeof *op);
-  op->kind = OP_LOGS;
-  op->batch = b;
-  atomic_fetch_add(&db->lines_pending, lines);
-  enqueue(db, op, lines, bytes);
-  return pending_bytes(db) <= db->opts.max_pending_bytes;
-}
+bool ten_db_log_full(ten_db_t *db) { return spool_backlog(db) > db->opts.max_pending_bytes; }
 
 bool ten_db_log_has_room(ten_db_t *db) {
-  return pending_bytes(db) <= db->opts.max_pending_bytes / 2;
+  return spool_backlog(db) <= db->opts.max_pending_bytes / 2;
 }
 
 void ten_db_stats(ten_db_t *db, ten_db_stats_t *out) {
@@ -508,5 +647,5 @@ void ten_db_event(ten_db_t *db, int64_t ts_ms, const char *service, const char *
   memcpy(op->key + a, instance, b);
   memcpy(op->key + a + b, kind, c);
   memcpy(op->key + a + b + c, detail ? detail : "", d);
-  enqueue(db, op, 0, 0);
+  enqueue(db, op);
 }

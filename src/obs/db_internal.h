@@ -8,22 +8,6 @@
 #include "obs/db.h"
 #include "util/map.h"
 
-/* One log line in a batch's arena: this header, then service, instance and
- * message bytes back to back. */
-typedef struct ten__log_rec {
-  int64_t id;
-  int64_t ts;
-  uint8_t level, stream;
-  uint16_t service_len, instance_len;
-  uint32_t message_len;
-} ten__log_rec_t;
-
-struct ten_db_log_batch {
-  ten_buf_t arena;
-  size_t lines;
-  int64_t first_id, last_id;
-};
-
 /* Rows per multi-row INSERT: the statement's fixed costs (cursors, VDBE
  * set-up) are paid once per group instead of once per line. */
 #define TEN_LOGSTORE_INSERT_ROWS 32
@@ -32,10 +16,12 @@ struct ten_db_log_batch {
 typedef struct ten__logstore {
   sqlite3 *conn;
   sqlite3_stmt *insert_line, *insert_many, *insert_source, *find_source;
-  sqlite3_stmt *index_range, *set_indexed;
+  sqlite3_stmt *index_range, *set_indexed, *set_through;
   ten_map_t sources; /* "service\n instance" -> source id (as pointer-sized int) */
   int64_t indexed_through;
   int64_t max_id;
+  int64_t through;       /* the highest id ingested from the spool (committed or not) */
+  int64_t saved_through; /* ... as log_spool has it */
   int64_t row_count; /* rows in log_lines: ids have gaps, so the cap counts rows */
   uint64_t last_rotation_ms;
 } ten__logstore_t;
@@ -48,8 +34,12 @@ int ten__logstore_migrate(sqlite3 *conn);
 
 int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err);
 void ten__logstore_close(ten__logstore_t *ls);
-/* Stores a batch (inside the caller's transaction). Returns lines stored. */
-size_t ten__logstore_insert(ten__logstore_t *ls, const ten_db_log_batch_t *b);
+/* Stores line records (inside the caller's transaction) and moves through
+ * past them. Returns lines stored. */
+size_t ten__logstore_insert(ten__logstore_t *ls, const ten_spool_view_t *lines, size_t n);
+/* Writes through to log_spool if it moved (inside the transaction); false
+ * if that failed (the transaction must not commit without it). */
+bool ten__logstore_save_through(ten__logstore_t *ls);
 /* Indexes up to max rows not yet in the full-text index (inside the
  * caller's transaction). Returns how many. */
 int64_t ten__logstore_index(ten__logstore_t *ls, int64_t max);

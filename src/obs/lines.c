@@ -61,6 +61,7 @@ void ten_line_splitter_init(ten_line_splitter_t *s, size_t max_line) {
   s->partial = (ten_buf_t)TEN_BUF_INIT;
   s->max_line = max_line ? max_line : 16384;
   s->cut = false;
+  s->resets = 0;
 }
 
 /* A piece of a line longer than max_line. It never ends in '\r': that byte
@@ -114,6 +115,7 @@ void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len
       size_t used = emit_cut(s, s->partial.data, s->partial.len, fn, ctx);
       size_t kept = s->partial.len - used; /* a '\r' that came from data */
       ten_buf_reset(&s->partial);
+      s->resets++;
       data += room - kept;
       len -= room - kept;
       continue;
@@ -122,14 +124,18 @@ void ten_line_splitter_feed(ten_line_splitter_t *s, const char *data, size_t len
     if (!nl) return;
     end_line(s, s->partial.data, s->partial.len, fn, ctx);
     ten_buf_reset(&s->partial);
+    s->resets++;
     data += take + 1;
     len -= take + 1;
   }
 }
 
 void ten_line_splitter_flush(ten_line_splitter_t *s, ten_line_fn fn, void *ctx) {
-  if (s->partial.len) end_line(s, s->partial.data, s->partial.len, fn, ctx);
-  ten_buf_reset(&s->partial);
+  if (s->partial.len) {
+    end_line(s, s->partial.data, s->partial.len, fn, ctx);
+    ten_buf_reset(&s->partial);
+    s->resets++;
+  }
   s->cut = false;
 }
 

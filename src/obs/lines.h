@@ -36,6 +36,9 @@ typedef struct ten_line_splitter {
   ten_buf_t partial; /* bytes after the last newline */
   size_t max_line;
   bool cut; /* the last piece was cut at max_line */
+  /* Times partial was emptied. While it stays the same, partial only grows:
+   * a copy of it elsewhere (the log spool) can be kept by appending. */
+  uint64_t resets;
 } ten_line_splitter_t;
 
 void ten_line_splitter_init(ten_line_splitter_t *s, size_t max_line);

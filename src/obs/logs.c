@@ -11,9 +11,8 @@
 #include "util/map.h"
 #include "util/time.h"
 
-#define HANDOFF_LINES 4096   /* hand a batch to the writer at least this often */
 #define CLOSE_GRACE_MS 2000  /* pipes still open this long after close are cut */
-#define RESUME_POLL_MS 10    /* while paused: how often to ask the writer */
+#define RESUME_POLL_MS 10    /* while paused: how often to ask the writer, or retry the spool */
 #define PAUSE_WARN_MS  60000 /* at most one warning about pausing per minute */
 #define READ_BUFFER (64 * 1024)
 
@@ -41,6 +40,12 @@ typedef struct capture_stream {
   ten_line_splitter_t splitter;
   int stream; /* TEN_STREAM_* */
   bool open;
+  /* The spool's copy of the splitter's partial line: its key, how many of
+   * its bytes the spool holds, and the splitter's resets when it was made
+   * (a reset since means the copy is stale). */
+  uint64_t key;
+  size_t spooled;
+  uint64_t spooled_resets;
 } capture_stream_t;
 
 struct capture {
@@ -66,12 +71,14 @@ struct ten_logs {
   ten_map_t rings; /* "service:id" -> ring_t* */
   capture_t *captures;
   ten_logs_sub_t *subs;
-  ten_db_log_batch_t *batch;
+  /* Records of what was just read: spooled first, then delivered. */
+  ten_spool_buf_t batch;
   int64_t next_id;
-  uv_check_t handoff; /* end of each loop turn: the batch goes to the writer */
+  uint64_t next_key; /* without a database */
   uv_timer_t close_timer;
   uv_timer_t resume_timer; /* while paused: polls the writer for room */
-  bool paused;             /* the writer is behind: pipes are not read */
+  bool paused;             /* the writer is behind, or the spool failed: pipes are not read */
+  int spool_error;         /* the batch could not be spooled (it is kept and retried) */
   uint64_t paused_since, last_pause_warning;
   ten_logs_stats_t stats;
   bool closing;
@@ -174,13 +181,16 @@ static bool sub_wants(const ten_logs_sub_t *s, const ten_log_line_t *line) {
 }
 
 static void set_reading(ten_logs_t *logs, bool on);
+static bool flush_batch(ten_logs_t *logs);
 
-/* When the writer is behind, stop reading the instances' pipes: the apps
- * block on a full pipe instead of their lines being lost, until the writer
- * has caught up. While ten is closing, everything is read regardless. */
+/* Reading stops when the writer is behind (the spool holds its limit) or
+ * the spool cannot be written (disk full): the apps block on a full pipe
+ * instead of their lines being lost, until it is resolved. While ten is
+ * closing, everything is read regardless. */
 static void on_resume_poll(uv_timer_t *t) {
   ten_logs_t *logs = t->data;
   if (!logs->paused) return;
+  if (!flush_batch(logs)) return;
   if (!logs->closing && !ten_db_log_has_room(logs->db)) return;
   logs->paused = false;
   uv_timer_stop(&logs->resume_timer);
@@ -189,54 +199,136 @@ static void on_resume_poll(uv_timer_t *t) {
 }
 
 static void pause_reading(ten_logs_t *logs) {
-  if (logs->paused || logs->closing) return;
+  if (logs->paused) return;
   logs->paused = true;
   logs->stats.pauses++;
   logs->paused_since = ten_now_ms();
   if (logs->paused_since - logs->last_pause_warning >= PAUSE_WARN_MS || !logs->last_pause_warning) {
     logs->last_pause_warning = logs->paused_since;
-    ten_log(TEN_LOG_WARN,
-            "logs: the database writer is behind; reading instances' output is paused until it "
-            "catches up (apps writing logs will block)");
+    if (logs->spool_error)
+      ten_log(TEN_LOG_ERROR,
+              "logs: cannot write to the log spool (%s); reading instances' output is paused "
+              "until it can (apps writing logs will block)",
+              uv_strerror(logs->spool_error));
+    else
+      ten_log(TEN_LOG_WARN,
+              "logs: the database writer is behind; reading instances' output is paused until "
+              "it catches up (apps writing logs will block)");
   }
   set_reading(logs, false);
   uv_timer_start(&logs->resume_timer, on_resume_poll, RESUME_POLL_MS, RESUME_POLL_MS);
 }
 
-static void handoff(ten_logs_t *logs) {
-  if (!logs->batch || !ten_db_log_batch_lines(logs->batch)) return;
-  bool room = ten_db_log_submit(logs->db, logs->batch);
-  logs->batch = NULL;
-  if (!room) pause_reading(logs);
+/* The ring of the instance a record came from. Records of one batch come
+ * from one stream but for a close, so the last ring is nearly always it. */
+static ring_t *ring_of_rec(ten_logs_t *logs, ring_t *last, const ten_spool_view_t *v) {
+  if (last && strlen(last->service) == v->rec.service_len &&
+      strlen(last->id) == v->rec.instance_len &&
+      memcmp(last->service, v->service, v->rec.service_len) == 0 &&
+      memcmp(last->id, v->instance, v->rec.instance_len) == 0)
+    return last;
+  char service[256], id[256];
+  snprintf(service, sizeof service, "%.*s", (int)v->rec.service_len, v->service);
+  snprintf(id, sizeof id, "%.*s", (int)v->rec.instance_len, v->instance);
+  return ring_of(logs, service, id);
 }
 
-static void on_handoff(uv_check_t *h) {
-  ten_logs_t *logs = h->data;
-  handoff(logs);
-  uv_check_stop(&logs->handoff);
-}
-
-static void deliver(ten_logs_t *logs, ring_t *ring, int stream, const char *text, size_t len) {
-  ten_log_line_t line = {logs->next_id++, ten_wall_ms(), ten_log_detect_level(text, len, stream),
-                         stream, ring->service, ring->id, text, len};
-  logs->stats.lines++;
-  logs->stats.bytes += len;
-  ring_push(ring, &line);
-  for (ten_logs_sub_t *s = logs->subs, *next; s; s = next) {
-    next = s->next; /* a subscriber may leave from inside its callback */
-    if (sub_wants(s, &line)) s->fn(s->ctx, &line);
+/* The lines of the batch go to the ring and to subscribers. */
+static void deliver(ten_logs_t *logs) {
+  ring_t *ring = NULL;
+  size_t pos = 0;
+  ten_spool_view_t v;
+  while (ten_spool_next(logs->batch.data.data, logs->batch.data.len, &pos, &v) == 1) {
+    if (v.rec.kind != TEN_SPOOL_LINE) continue;
+    ring = ring_of_rec(logs, ring, &v);
+    ten_log_line_t line = {v.rec.id,      v.rec.ts, v.rec.level, v.rec.stream,
+                           ring->service, ring->id, v.body,      v.rec.len};
+    logs->stats.lines++;
+    logs->stats.bytes += line.len;
+    ring_push(ring, &line);
+    for (ten_logs_sub_t *s = logs->subs, *next; s; s = next) {
+      next = s->next; /* a subscriber may leave from inside its callback */
+      if (sub_wants(s, &line)) s->fn(s->ctx, &line);
+    }
   }
-  if (!logs->db) return;
-  if (!logs->batch) logs->batch = ten_db_log_batch_new();
-  ten_db_log_batch_add(logs->batch, line.id, line.ts_ms, line.level, stream, ring->service, ring->id,
-                       text, len);
-  if (ten_db_log_batch_lines(logs->batch) >= HANDOFF_LINES) handoff(logs);
-  else uv_check_start(&logs->handoff, on_handoff);
+  ten_spool_buf_reset(&logs->batch);
 }
 
-static void on_line(void *ctx, const char *line, size_t len) {
+/* A full spool segment gives way to a new one that opens with the partial
+ * lines held now, so the full one can go once it is ingested. */
+static void roll_spool(ten_logs_t *logs) {
+  for (capture_t *c = logs->captures; c; c = c->next) {
+    capture_stream_t *streams[] = {&c->out, &c->err};
+    for (int i = 0; i < 2; i++) {
+      capture_stream_t *cs = streams[i];
+      if (!cs->open || !cs->splitter.partial.len) continue;
+      ten_spool_buf_partial(&logs->batch, cs->key, 0, ten_wall_ms(), cs->stream, c->ring->service,
+                            c->ring->id, cs->splitter.partial.data, cs->splitter.partial.len);
+    }
+  }
+  ten_db_log_roll(logs->db, &logs->batch); /* on error the old segment goes on */
+  ten_spool_buf_reset(&logs->batch);
+}
+
+/* What was read is spooled before anything else happens to it: from then
+ * on it survives the death of ten. Returns true when the batch is empty
+ * again; false when it is kept for a retry (reading is paused). */
+static bool flush_batch(ten_logs_t *logs) {
+  if (!logs->batch.data.len) return true;
+  int rc = logs->db ? ten_db_log_write(logs->db, &logs->batch) : 0;
+  if (rc && !logs->closing) {
+    logs->spool_error = rc;
+    pause_reading(logs);
+    return false;
+  }
+  if (rc) {
+    /* Closing: the apps are gone, nothing can wait any more. */
+    ten_log(TEN_LOG_ERROR, "logs: cannot write to the log spool (%s): %zu lines not stored",
+            uv_strerror(rc), logs->batch.lines);
+    ten_db_log_dropped(logs->db, logs->batch.lines);
+  }
+  logs->spool_error = 0;
+  deliver(logs);
+  if (!logs->db) return true;
+  if (ten_db_log_segment_full(logs->db)) roll_spool(logs);
+  if (!logs->closing && ten_db_log_full(logs->db)) pause_reading(logs);
+  return true;
+}
+
+static void on_line(void *ctx, const char *text, size_t len) {
   capture_stream_t *cs = ctx;
-  deliver(cs->owner->logs, cs->owner->ring, cs->stream, line, len);
+  ten_logs_t *logs = cs->owner->logs;
+  ring_t *ring = cs->owner->ring;
+  ten_spool_buf_line(&logs->batch, cs->key, logs->next_id++, ten_wall_ms(),
+                     ten_log_detect_level(text, len, cs->stream), cs->stream, ring->service,
+                     ring->id, text, len);
+  cs->spooled = 0; /* the line ends whatever the spool held of it */
+}
+
+/* After the splitter had bytes: the spool's copy of the partial line is
+ * brought up to date, by appending while the splitter only appended. */
+static void spool_partial(capture_stream_t *cs) {
+  ten_logs_t *logs = cs->owner->logs;
+  ten_line_splitter_t *sp = &cs->splitter;
+  if (!logs->db) return;
+  size_t keep = sp->resets == cs->spooled_resets ? cs->spooled : 0;
+  if (sp->partial.len > keep || (keep == 0 && cs->spooled > 0)) {
+    ring_t *ring = cs->owner->ring;
+    ten_spool_buf_partial(&logs->batch, cs->key, keep, ten_wall_ms(), cs->stream, ring->service,
+                          ring->id, sp->partial.data + keep, sp->partial.len - keep);
+  }
+  cs->spooled = sp->partial.len;
+  cs->spooled_resets = sp->resets;
+}
+
+static void feed(capture_stream_t *cs, const char *data, size_t len) {
+  ten_logs_t *logs = cs->owner->logs;
+  if (data)
+    ten_line_splitter_feed(&cs->splitter, data, len, on_line, cs);
+  else
+    ten_line_splitter_flush(&cs->splitter, on_line, cs);
+  spool_partial(cs);
+  flush_batch(logs);
 }
 
 /* ------------------------------------------------------------ captures */
@@ -259,9 +351,9 @@ static void on_capture_closed(uv_handle_t *h) {
 
 static void stream_close(capture_stream_t *cs) {
   if (!cs->open) return;
-  cs->open = false;
   /* The last line may have no newline: it still counts. */
-  ten_line_splitter_flush(&cs->splitter, on_line, cs);
+  feed(cs, NULL, 0);
+  cs->open = false;
   uv_close((uv_handle_t *)&cs->pipe, on_capture_closed);
 }
 
@@ -277,7 +369,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     stream_close(cs);
     return;
   }
-  ten_line_splitter_feed(&cs->splitter, buf->base, (size_t)nread, on_line, cs);
+  if (nread > 0) feed(cs, buf->base, (size_t)nread);
 }
 
 static int open_stream(ten_logs_t *logs, capture_t *c, capture_stream_t *cs, int stream,
@@ -286,6 +378,7 @@ static int open_stream(ten_logs_t *logs, capture_t *c, capture_stream_t *cs, int
   if (pipe2(fds, O_CLOEXEC) < 0) return -errno;
   cs->owner = c;
   cs->stream = stream;
+  cs->key = logs->db ? ten_db_log_stream_key(logs->db) : ++logs->next_key;
   ten_line_splitter_init(&cs->splitter, logs->opts.max_line);
   int rc = uv_pipe_init(logs->loop, &cs->pipe, 0);
   if (rc == 0) rc = uv_pipe_open(&cs->pipe, fds[0]);
@@ -381,11 +474,10 @@ ten_logs_t *ten_logs_new(uv_loop_t *loop, ten_db_t *db, const ten_logs_options_t
   if (!logs->opts.ring_lines) logs->opts.ring_lines = 1000;
   if (!logs->opts.max_line) logs->opts.max_line = 16384;
   logs->next_id = db ? ten_db_next_log_id(db) : 1;
-  uv_check_init(loop, &logs->handoff);
   uv_timer_init(loop, &logs->close_timer);
   uv_timer_init(loop, &logs->resume_timer);
-  logs->handoff.data = logs->close_timer.data = logs->resume_timer.data = logs;
-  logs->open_handles = 3;
+  logs->close_timer.data = logs->resume_timer.data = logs;
+  logs->open_handles = 2;
   return logs;
 }
 
@@ -405,9 +497,8 @@ static void on_handle_closed(uv_handle_t *h) {
 static void maybe_done(ten_logs_t *logs) {
   if (!logs->closing) return;
   if (logs->captures) return;
-  if (!uv_is_closing((uv_handle_t *)&logs->handoff)) {
-    handoff(logs); /* the last lines */
-    uv_close((uv_handle_t *)&logs->handoff, on_handle_closed);
+  if (!uv_is_closing((uv_handle_t *)&logs->close_timer)) {
+    flush_batch(logs); /* closing: spooled, or counted as dropped */
     uv_close((uv_handle_t *)&logs->close_timer, on_handle_closed);
     uv_close((uv_handle_t *)&logs->resume_timer, on_handle_closed);
     return;
@@ -444,6 +535,6 @@ void ten_logs_free(ten_logs_t *logs) {
   for (size_t it = 0; ten_map_next(&logs->rings, &it, &e);) ring_free(e->value);
   ten_map_free(&logs->rings);
   while (logs->subs) ten_logs_unsubscribe(logs->subs);
-  ten_db_log_batch_free(logs->batch); /* handed off at close; only a failed start leaves one */
+  ten_spool_buf_free(&logs->batch);
   free(logs);
 }

@@ -1,13 +1,16 @@
 /* logs.h: the log pipeline. Every line an instance writes to stdout or
  * stderr is captured from a pipe, split into lines (long ones cut, never
- * dropped; a partial last line flushed at exit), given a level, and sent to
- * three places: a ring of the last lines per instance (instant tail), live
- * subscribers (SSE, `ten logs -f`), and the database writer (tenement.db).
- * Lines carry the id they will have in the database, so a subscriber that
- * reconnects can resume where it was. Loop thread only; the pipeline never
- * touches the disk itself. When the writer falls behind, the pipes are not
- * read until it catches up: the apps block on their writes, and no line is
- * lost.
+ * dropped; a partial last line flushed at exit), given a level and its
+ * database id, and appended to the spool (obs/spool.h, one write() per read
+ * from a pipe) before anything else: from then on it survives the death of
+ * ten, an unfinished last line included. Only then does it go to a ring of
+ * the last lines per instance (instant tail) and to live subscribers (SSE,
+ * `ten logs -f`); the database writer ingests it from the spool. Ids are
+ * what the database will use, so a subscriber that reconnects can resume
+ * where it was. Loop thread only. When the writer falls behind (the spool
+ * holds max_pending_bytes not yet committed) or the spool cannot be written
+ * (disk full), the pipes are not read until that is over: the apps block on
+ * their writes, and no line is lost. Memory does not grow with the backlog.
  */
 #ifndef TEN_OBS_LOGS_H
 #define TEN_OBS_LOGS_H
@@ -73,15 +76,16 @@ int64_t ten_logs_tail(ten_logs_t *logs, const char *service, const char *id, int
 
 typedef struct ten_logs_stats {
   uint64_t lines;   /* captured */
-  uint64_t pauses;    /* times reading stopped for the writer to catch up */
+  uint64_t pauses;  /* times reading stopped for the writer (or the spool) */
   uint64_t paused_ms; /* total time spent so (finished pauses) */
   uint64_t bytes;
   unsigned captures; /* open pipe pairs */
 } ten_logs_stats_t;
 void ten_logs_stats(const ten_logs_t *logs, ten_logs_stats_t *out);
 
-/* Stops capturing (pipes still open are read to the end first), hands the
- * last batch to the writer, then calls done. */
+/* Stops capturing (pipes still open are read to the end first, spooled,
+ * or counted as dropped if the spool cannot take them now), then calls
+ * done. */
 void ten_logs_close(ten_logs_t *logs, void (*done)(void *ctx), void *ctx);
 void ten_logs_free(ten_logs_t *logs);
 

@@ -38,6 +38,11 @@ const char ten__log_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS log_index(id INTEGER PRIMARY KEY CHECK (id = 1),"
     "  indexed_through INTEGER NOT NULL);"
     "INSERT OR IGNORE INTO log_index(id, indexed_through) VALUES(1, 0);"
+    /* How far the writer has ingested the spool (obs/spool.h), committed
+     * with the rows: a start after a crash stores only the lines above. */
+    "CREATE TABLE IF NOT EXISTS log_spool(id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  through INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO log_spool(id, through) VALUES(1, 0);"
     /* Deleting or changing a row keeps the index in sync, for rows it holds. */
     "CREATE TRIGGER IF NOT EXISTS log_lines_ad AFTER DELETE ON log_lines"
     "  WHEN old.id <= (SELECT indexed_through FROM log_index WHERE id = 1) BEGIN"
@@ -116,8 +121,9 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
                     "INSERT INTO logs_fts(rowid, message, src) "
                     "SELECT id, message, 's' || source FROM log_lines WHERE id > ?1 AND id <= ?2",
                     &ls->index_range, err)) ||
-      (rc = prepare(ls, "UPDATE log_index SET indexed_through = ?1 WHERE id = 1",
-                    &ls->set_indexed, err)))
+      (rc = prepare(ls, "UPDATE log_index SET indexed_through = ?1 WHERE id = 1", &ls->set_indexed,
+                    err)) ||
+      (rc = prepare(ls, "UPDATE log_spool SET through = ?1 WHERE id = 1", &ls->set_through, err)))
     return rc;
   sqlite3_stmt *st;
   if (sqlite3_prepare_v2(conn, "SELECT indexed_through FROM log_index WHERE id = 1", -1, &st,
@@ -126,6 +132,13 @@ int ten__logstore_open(ten__logstore_t *ls, sqlite3 *conn, ten_err_t *err) {
     sqlite3_finalize(st);
   }
   ls->max_id = ten__logstore_max_id(conn);
+  if (sqlite3_prepare_v2(conn, "SELECT through FROM log_spool WHERE id = 1", -1, &st, NULL) ==
+      SQLITE_OK) {
+    if (sqlite3_step(st) == SQLITE_ROW) ls->saved_through = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  /* A file from before the spool: what it holds counts as ingested. */
+  ls->through = TEN_MAX(ls->saved_through, ls->max_id);
   if (sqlite3_prepare_v2(conn, "SELECT COUNT(*) FROM log_lines", -1, &st, NULL) == SQLITE_OK) {
     if (sqlite3_step(st) == SQLITE_ROW) ls->row_count = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
@@ -143,6 +156,7 @@ void ten__logstore_close(ten__logstore_t *ls) {
   sqlite3_finalize(ls->find_source);
   sqlite3_finalize(ls->index_range);
   sqlite3_finalize(ls->set_indexed);
+  sqlite3_finalize(ls->set_through);
   ten_map_free(&ls->sources);
 }
 
@@ -169,23 +183,23 @@ static int64_t source_id(ten__logstore_t *ls, const char *service, size_t slen,
   return id;
 }
 
-/* One record of a batch, located in its arena. */
+/* A line record and the source id of its service and instance. */
 typedef struct rec_view {
-  ten__log_rec_t rec;
+  const ten_spool_view_t *v;
   int64_t source;
-  const char *message;
 } rec_view_t;
 
 static void bind_rec(sqlite3_stmt *st, int first, const rec_view_t *r) {
-  sqlite3_bind_int64(st, first, r->rec.id);
-  sqlite3_bind_int64(st, first + 1, r->rec.ts);
-  sqlite3_bind_int(st, first + 2, r->rec.level);
+  const ten_spool_rec_t *rec = &r->v->rec;
+  sqlite3_bind_int64(st, first, rec->id);
+  sqlite3_bind_int64(st, first + 1, rec->ts);
+  sqlite3_bind_int(st, first + 2, rec->level);
   sqlite3_bind_int64(st, first + 3, r->source);
-  sqlite3_bind_int(st, first + 4, r->rec.stream);
-  sqlite3_bind_text(st, first + 5, r->message, (int)r->rec.message_len, SQLITE_STATIC);
+  sqlite3_bind_int(st, first + 4, rec->stream);
+  sqlite3_bind_text(st, first + 5, r->v->body, (int)rec->len, SQLITE_STATIC);
 }
 
-/* Rows one at a time: the remainder of a batch, and the fallback when a
+/* Rows one at a time: the remainder of a group, and the fallback when a
  * multi-row statement fails (so one bad row costs only itself). */
 static size_t insert_each(ten__logstore_t *ls, const rec_view_t *recs, size_t n) {
   size_t stored = 0;
@@ -193,30 +207,27 @@ static size_t insert_each(ten__logstore_t *ls, const rec_view_t *recs, size_t n)
     bind_rec(ls->insert_line, 1, &recs[i]);
     if (sqlite3_step(ls->insert_line) == SQLITE_DONE) stored++;
     else
-      ten_log(TEN_LOG_ERROR, "db: storing log line %lld: %s", (long long)recs[i].rec.id,
+      ten_log(TEN_LOG_ERROR, "db: storing log line %lld: %s", (long long)recs[i].v->rec.id,
               sqlite3_errmsg(ls->conn));
     sqlite3_reset(ls->insert_line);
   }
   return stored;
 }
 
-size_t ten__logstore_insert(ten__logstore_t *ls, const ten_db_log_batch_t *b) {
+size_t ten__logstore_insert(ten__logstore_t *ls, const ten_spool_view_t *lines, size_t count) {
   size_t stored = 0;
-  const char *p = b->arena.data, *end = p + b->arena.len;
   rec_view_t recs[TEN_LOGSTORE_INSERT_ROWS];
   size_t n = 0;
-  while (p < end) {
-    rec_view_t *r = &recs[n];
-    memcpy(&r->rec, p, sizeof r->rec);
-    const char *service = p + sizeof r->rec;
-    const char *instance = service + r->rec.service_len;
-    r->message = instance + r->rec.instance_len;
-    p = r->message + r->rec.message_len;
-    r->source = source_id(ls, service, r->rec.service_len, instance, r->rec.instance_len);
-    if (r->rec.id > ls->max_id) ls->max_id = r->rec.id;
+  for (size_t i = 0; i < count; i++) {
+    const ten_spool_view_t *v = &lines[i];
+    recs[n].v = v;
+    recs[n].source =
+        source_id(ls, v->service, v->rec.service_len, v->instance, v->rec.instance_len);
+    if (v->rec.id > ls->max_id) ls->max_id = v->rec.id;
+    if (v->rec.id > ls->through) ls->through = v->rec.id;
     if (++n < TEN_LOGSTORE_INSERT_ROWS) continue;
     /* A full group: one statement, which costs far less per row. */
-    for (size_t i = 0; i < n; i++) bind_rec(ls->insert_many, (int)(i * 6 + 1), &recs[i]);
+    for (size_t j = 0; j < n; j++) bind_rec(ls->insert_many, (int)(j * 6 + 1), &recs[j]);
     int rc = sqlite3_step(ls->insert_many);
     sqlite3_reset(ls->insert_many);
     stored += rc == SQLITE_DONE ? n : insert_each(ls, recs, n);
@@ -225,6 +236,18 @@ size_t ten__logstore_insert(ten__logstore_t *ls, const ten_db_log_batch_t *b) {
   stored += insert_each(ls, recs, n);
   ls->row_count += (int64_t)stored;
   return stored;
+}
+
+bool ten__logstore_save_through(ten__logstore_t *ls) {
+  if (ls->through == ls->saved_through) return true;
+  sqlite3_bind_int64(ls->set_through, 1, ls->through);
+  bool ok = sqlite3_step(ls->set_through) == SQLITE_DONE;
+  if (ok)
+    ls->saved_through = ls->through;
+  else
+    ten_log(TEN_LOG_ERROR, "db: recording the spool position: %s", sqlite3_errmsg(ls->conn));
+  sqlite3_reset(ls->set_through);
+  return ok;
 }
 
 int64_t ten__logstore_index(ten__logstore_t *ls, int64_t max) {

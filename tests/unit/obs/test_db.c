@@ -217,7 +217,8 @@ TEST(file_config_without_writer) {
 TEST(store_lines) {
   if (!db) return;
   /* Two batches, built the way the pipeline does: ids from the db. */
-  ten_db_log_batch_t *b = ten_db_log_batch_new();
+  ten_spool_buf_t b = TEN_SPOOL_BUF_INIT;
+  uint64_t key = ten_db_log_stream_key(db);
   int64_t id = ten_db_next_log_id(db);
   CHECK_EQ(id, 1);
   for (int i = 0; i < WEB_LINES; i++, id++) {
@@ -225,21 +226,24 @@ TEST(store_lines) {
     int n = snprintf(msg, sizeof msg, "request %lld served in %s", (long long)id,
                      id % 5 == 0 ? "slow motion" : "good time");
     int level = web_level(id);
-    ten_db_log_batch_add(b, id, BASE_TS + id * 1000, level,
-                         level == TEN_LEVEL_ERROR ? TEN_STREAM_STDERR : TEN_STREAM_STDOUT, "web",
-                         id % 2 ? "i1" : "i0", msg, (size_t)n);
+    ten_spool_buf_line(&b, key, id, BASE_TS + id * 1000, level,
+                       level == TEN_LEVEL_ERROR ? TEN_STREAM_STDERR : TEN_STREAM_STDOUT, "web",
+                       id % 2 ? "i1" : "i0", msg, (size_t)n);
   }
-  CHECK_EQ(ten_db_log_batch_lines(b), WEB_LINES);
-  CHECK(ten_db_log_submit(db, b));
+  CHECK_EQ(b.lines, WEB_LINES);
+  CHECK_EQ(ten_db_log_write(db, &b), 0);
+  CHECK(!ten_db_log_full(db));
+  ten_spool_buf_reset(&b);
   /* Ids handed out are not handed out again. */
   CHECK_EQ(ten_db_next_log_id(db), WEB_LINES + 1);
 
-  b = ten_db_log_batch_new();
   id = ten_db_next_log_id(db);
   for (size_t i = 0; i < TEN_ARRAY_SIZE(api_messages); i++, id++)
-    ten_db_log_batch_add(b, id, BASE_TS + id * 1000, i == 2 ? TEN_LEVEL_WARN : TEN_LEVEL_INFO,
-                         TEN_STREAM_STDOUT, "api", "t1", api_messages[i], strlen(api_messages[i]));
-  CHECK(ten_db_log_submit(db, b));
+    ten_spool_buf_line(&b, key + 1, id, BASE_TS + id * 1000,
+                       i == 2 ? TEN_LEVEL_WARN : TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "api", "t1",
+                       api_messages[i], strlen(api_messages[i]));
+  CHECK_EQ(ten_db_log_write(db, &b), 0);
+  ten_spool_buf_free(&b);
   max_id = id - 1;
   CHECK_EQ(max_id, 255);
 
@@ -568,11 +572,12 @@ TEST(reopen) {
   ten_buf_free(&seen);
 
   /* New lines after the reopen get the next ids, and are searchable. */
-  ten_db_log_batch_t *b = ten_db_log_batch_new();
+  ten_spool_buf_t b = TEN_SPOOL_BUF_INIT;
   int64_t id = ten_db_next_log_id(db);
-  ten_db_log_batch_add(b, id, BASE_TS + id * 1000, TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "api", "t1",
-                       "after reopen", 12);
-  CHECK(ten_db_log_submit(db, b));
+  ten_spool_buf_line(&b, ten_db_log_stream_key(db), id, BASE_TS + id * 1000, TEN_LEVEL_INFO,
+                     TEN_STREAM_STDOUT, "api", "t1", "after reopen", 12);
+  CHECK_EQ(ten_db_log_write(db, &b), 0);
+  ten_spool_buf_free(&b);
   ten_db_sync(db);
   max_id = id;
   CHECK(index_reaches(db, max_id, 5));
@@ -585,8 +590,8 @@ TEST(reopen) {
   }
 }
 
-/* Back-pressure: a writer over its limit still takes the batch (nothing is
- * dropped) and says the producer should pause until it has room. */
+/* Back-pressure: a spool over its limit still takes the batch (nothing is
+ * dropped) and says the producer should pause until the writer has room. */
 TEST(pending_limit) {
   ten_err_t err;
   char path[300];
@@ -595,16 +600,19 @@ TEST(pending_limit) {
   ten_db_t *tiny = NULL;
   CHECK_EQ(ten_db_open(path, &opts, &tiny, &err), 0);
   if (!tiny) return;
-  ten_db_log_batch_t *b = ten_db_log_batch_new();
+  ten_spool_buf_t b = TEN_SPOOL_BUF_INIT;
   char msg[200];
   memset(msg, 'x', sizeof msg);
   int64_t id = ten_db_next_log_id(tiny);
-  ten_db_log_batch_add(b, id, ten_wall_ms(), TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "web", "a", msg,
-                       sizeof msg);
-  CHECK(!ten_db_log_submit(tiny, b)); /* taken, over the limit: pause */
+  uint64_t key = ten_db_log_stream_key(tiny);
+  ten_spool_buf_line(&b, key, id, ten_wall_ms(), TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "web", "a", msg,
+                     sizeof msg);
+  CHECK_EQ(ten_db_log_write(tiny, &b), 0); /* taken, over the limit: pause */
+  CHECK(ten_db_log_full(tiny));
   CHECK_EQ(ten_db_next_log_id(tiny), id + 1);
   ten_db_sync(tiny);
   CHECK(ten_db_log_has_room(tiny));
+  CHECK(!ten_db_log_full(tiny));
   ten_db_stats_t st;
   ten_db_stats(tiny, &st);
   CHECK_EQ(st.lines_stored, 1);
@@ -612,20 +620,15 @@ TEST(pending_limit) {
   CHECK_EQ(st.lines_pending, 0);
 
   /* A small batch fits. */
-  b = ten_db_log_batch_new();
-  ten_db_log_batch_add(b, id + 1, ten_wall_ms(), TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "w", "a", "ok",
-                       2);
-  CHECK(ten_db_log_submit(tiny, b));
+  ten_spool_buf_reset(&b);
+  ten_spool_buf_line(&b, key, id + 1, ten_wall_ms(), TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "w", "a",
+                     "ok", 2);
+  CHECK_EQ(ten_db_log_write(tiny, &b), 0);
   ten_db_sync(tiny);
   ten_db_stats(tiny, &st);
   CHECK_EQ(st.lines_stored, 2);
   ten_db_close(tiny);
-
-  /* An unsubmitted batch is simply freed. */
-  b = ten_db_log_batch_new();
-  ten_db_log_batch_add(b, 1, 1, 0, 1, "s", "i", "m", 1);
-  ten_db_log_batch_free(b);
-  ten_db_log_batch_free(NULL);
+  ten_spool_buf_free(&b);
 }
 
 /* ---------------------------------------------------------------- rotation */
@@ -661,18 +664,23 @@ static bool fts_consistent(sqlite3 *conn) {
 
 static size_t insert_rows(ten__logstore_t *ls, int64_t from, int64_t to, int64_t old_upto) {
   int64_t now = ten_wall_ms();
-  ten_db_log_batch_t *b = ten_db_log_batch_new();
+  ten_spool_buf_t b = TEN_SPOOL_BUF_INIT;
   for (int64_t id = from; id <= to; id++) {
     char msg[64];
     int n = snprintf(msg, sizeof msg, "common tok%lld", (long long)id);
     /* The first rows are ten days old. */
     int64_t ts = id <= old_upto ? now - 10LL * 86400000 : now;
-    ten_db_log_batch_add(b, id, ts, TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "svc", "x", msg, (size_t)n);
+    ten_spool_buf_line(&b, 1, id, ts, TEN_LEVEL_INFO, TEN_STREAM_STDOUT, "svc", "x", msg,
+                       (size_t)n);
   }
+  ten_spool_view_t *views = ten_xcalloc(b.lines, sizeof *views);
+  size_t n = 0, pos = 0;
+  while (ten_spool_next(b.data.data, b.data.len, &pos, &views[n]) == 1) n++;
   sqlite3_exec(ls->conn, "BEGIN", NULL, NULL, NULL);
-  size_t stored = ten__logstore_insert(ls, b);
+  size_t stored = ten__logstore_insert(ls, views, n);
   sqlite3_exec(ls->conn, "COMMIT", NULL, NULL, NULL);
-  ten_db_log_batch_free(b);
+  free(views);
+  ten_spool_buf_free(&b);
   return stored;
 }
 
