@@ -216,8 +216,13 @@ describe("scale to zero", function()
     finally(function() server:cleanup() end)
     local resp = server:get("one.act.localhost")
     assert.are.equal(200, resp.status)
+    -- A request in flight keeps it from idling out while its environment is read.
+    local busy = ten.connect(server.port)
+    busy:send("GET /sleep?ms=2000 HTTP/1.1\r\nHost: one.act.localhost\r\n\r\n")
+    assert.truthy(ten.wait_until(5000, function() return server:instance("act:one").active > 0 end))
     local inst = server:instance("act:one")
     local environ = tt.read_file("/proc/" .. inst.pid .. "/environ")
+    busy:close()
     assert.truthy(environ:find("LISTEN_FDS=1", 1, true))
     assert.truthy(environ:find("LISTEN_PID=" .. inst.pid .. "\0", 1, true))
     -- The socket outlives the process: after an idle stop, it still exists
