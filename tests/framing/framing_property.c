@@ -45,6 +45,7 @@
 
 /* ------------------------------------------------------------ helpers */
 
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -72,6 +73,7 @@ static void buf_add(buf_t *b, const void *p, size_t n) {
   b->data[b->len] = '\0';
 }
 static void buf_str(buf_t *b, const char *s) { buf_add(b, s, strlen(s)); }
+static void buf_fmt(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void buf_fmt(buf_t *b, const char *fmt, ...) {
   char tmp[4096];
   va_list ap;
