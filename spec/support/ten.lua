@@ -184,8 +184,14 @@ end
 
 function Server:cleanup()
   if not self.exited and self.pid then
-    tt.kill(self.pid, "KILL")
-    tt.wait(self.pid, 10000)
+    -- A graceful stop first: ten removes what it made for its instances
+    -- (cgroups, mounts); SIGKILL only if it does not end in time.
+    tt.kill(self.pid, "TERM")
+    local how, why = tt.wait(self.pid, 20000)
+    if not how and why == "timeout" then
+      tt.kill(self.pid, "KILL")
+      tt.wait(self.pid, 10000)
+    end
     self.exited = true
   end
   local stderr = read(self.stderr)
