@@ -54,6 +54,8 @@ static size_t start_offset(lua_Integer init, size_t len) {
   return len - (size_t)-init;
 }
 
+/* Lua's rule: find takes a pattern with none of these as plain text. (So
+ * find("a)", "a)") finds it where match calls the pattern malformed.) */
 static bool has_specials(const char *p, size_t len) {
   static const char specials[] = "^$*+?.([%-";
   for (size_t i = 0; i < len; i++)
