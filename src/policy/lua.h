@@ -6,10 +6,10 @@
  *   limits below). A count hook reads a monotonic clock every
  *   TEN_LUA_HOOK_EVERY instructions, and the C loops that user input can
  *   make long (pattern matching, table.sort, move, ...: lua_strings.c,
- *   lua_tables.c) count their steps too. Once the deadline passed, the
- *   error is raised again at every instruction, so a `pcall` that catches it
- *   gets no further: the call is abandoned. The message names the user's
- *   file:line and the limit.
+ *   lua_pattern.c, lua_tables.c) count their steps too. Once the deadline
+ *   passed, the error is raised again at every instruction, so a `pcall`
+ *   that catches it gets no further: the call is abandoned. The message
+ *   names the user's file:line and the limit.
  * - memory: each state has a ceiling (TEN_LUA_MEMORY_LIMIT); an allocation
  *   beyond it is a Lua memory error, which the call reports.
  * - reach: user code sees only the environment of tenL_push_env (no io,

@@ -1,700 +1,299 @@
-/* lua_strings.c: the string functions whose time user input decides.
+/* lua_strings.c: string.find, match, gmatch, gsub and rep, bounded by the
+ * running call's deadline.
  *
  * Lua's pattern matcher runs in C, where no count hook reaches it: a
- * pattern like ".-.-.-b" over 100 KB runs for minutes. These are the
- * matcher and string.find/match/gmatch/gsub of Lua 5.4.4's lstrlib.c
- * (MIT licence, Copyright (C) 1994-2022 Lua.org, PUC-Rio), changed where
- * marked "tenement": the matcher counts its steps (one per pattern item
- * tried, one per subject byte scanned or compared) and every
- * STEPS_PER_CHECK steps asks tenL_check_time, so a match ends with the
- * call's time-limit error; a plain find uses memmem (linear) instead of
- * lmemfind (quadratic); and string.rep returns at once when the result is
- * empty (Lua's loops n times even then). Everything else is Lua's code in
- * Lua's layout, so it can be compared with the original.
+ * pattern like ".-.-.-b" over 100 KB backtracks for minutes. These
+ * functions match with lua_pattern.c, which counts its steps, and count
+ * their own loops too (each escape in a replacement string, each copy
+ * string.rep makes), so they end with the call's time-limit error.
+ *
+ * Written from the Lua 5.4 manual (§6.4); results, errors and their
+ * messages are stock Lua's (tests/unit/policy/test_lua_patterns.c checks
+ * them against it). A pattern is compiled once per call (once per
+ * iterator for gmatch), not once per position tried. A plain find, or a
+ * pattern without special characters, uses memmem: linear time.
+ * string.rep builds its result by doubling copies instead of one copy per
+ * repetition.
  */
-/* clang-format off */
+#include "policy/lua.h"
 #include "policy/lua_internal.h"
+#include "policy/lua_pattern.h"
 
 #include <ctype.h>
 #include <lauxlib.h>
-#include <stddef.h>
+#include <limits.h>
 #include <string.h>
 
-#include "policy/lua.h"
+#define INLINE_ITEMS 16 /* patterns up to this many items need no allocation */
 
-#if !defined(LUA_MAXCAPTURES)
-#define LUA_MAXCAPTURES 32
-#endif
-#define uchar(c) ((unsigned char)(c))
-#ifndef l_unlikely
-#define l_unlikely(x) luai_unlikely(x)
-#endif
+/* ------------------------------------------------------------ compiling */
 
-/* About 10 to 50 microseconds of matching between two reads of the clock. */
-#define STEPS_PER_CHECK 4096
+/* A pattern compiled for one call of find, match or gsub: in `inline_items`
+ * if it fits, else in a userdata left on the stack for the call. */
+typedef struct compiled {
+  ten_pattern_item_t *items;
+  size_t count;
+  ten_pattern_item_t inline_items[INLINE_ITEMS];
+} compiled_t;
 
-/* Translates a relative initial position (negative means back from the
- * end): clips the result to [1, inf). As lstrlib.c's posrelatI. */
-static size_t posrelatI(lua_Integer pos, size_t len) {
-  if (pos > 0) return (size_t)pos;
-  else if (pos == 0) return 1;
-  else if (pos < -(lua_Integer)len) return 1;
-  else return len + (size_t)pos + 1;
+static void compile_for_call(lua_State *L, const char *pattern, size_t len, compiled_t *out) {
+  out->items = out->inline_items;
+  out->count = ten__pattern_compile(L, pattern, len, out->items, INLINE_ITEMS);
+  if (out->count <= INLINE_ITEMS) return;
+  out->items = lua_newuserdatauv(L, out->count * sizeof(ten_pattern_item_t), 0);
+  ten__pattern_compile(L, pattern, len, out->items, out->count);
 }
 
-typedef struct MatchState MatchState;
-static void spend(MatchState *ms, size_t steps);
+/* ------------------------------------------------------------ find, match */
 
-#define CAP_UNFINISHED	(-1)
-#define CAP_POSITION	(-2)
-
-
-struct MatchState {
-  const char *src_init;  /* init of source string */
-  const char *src_end;  /* end ('\0') of source string */
-  const char *p_end;  /* end ('\0') of pattern */
-  lua_State *L;
-  int matchdepth;  /* control for recursive depth (to avoid C stack overflow) */
-  unsigned char level;  /* total number of captures (finished or unfinished) */
-  size_t budget;  /* tenement: steps left before the clock is read again */
-  struct {
-    const char *init;
-    ptrdiff_t len;
-  } capture[LUA_MAXCAPTURES];
-};
-
-
-/* recursive function */
-static const char *match (MatchState *ms, const char *s, const char *p);
-
-
-/* maximum recursion depth for 'match' */
-#if !defined(MAXCCALLS)
-#define MAXCCALLS	200
-#endif
-
-
-#define L_ESC		'%'
-#define SPECIALS	"^$*+?.([%-"
-
-
-static int check_capture (MatchState *ms, int l) {
-  l -= '1';
-  if (l_unlikely(l < 0 || l >= ms->level ||
-                 ms->capture[l].len == CAP_UNFINISHED))
-    return luaL_error(ms->L, "invalid capture index %%%d", l + 1);
-  return l;
+/* init as a 0-based offset: negative counts from the end; before the
+ * start is the start. May be past the end. */
+static size_t start_offset(lua_Integer init, size_t len) {
+  if (init > 0) return (size_t)init - 1;
+  if (init == 0 || init < -(lua_Integer)len) return 0;
+  return len - (size_t)-init;
 }
 
-
-static int capture_to_close (MatchState *ms) {
-  int level = ms->level;
-  for (level--; level>=0; level--)
-    if (ms->capture[level].len == CAP_UNFINISHED) return level;
-  return luaL_error(ms->L, "invalid pattern capture");
+/* Lua's rule: find takes a pattern with none of these as plain text. (So
+ * find("a)", "a)") finds it where match calls the pattern malformed.) */
+static bool has_specials(const char *p, size_t len) {
+  static const char specials[] = "^$*+?.([%-";
+  for (size_t i = 0; i < len; i++)
+    if (memchr(specials, p[i], sizeof specials - 1)) return true;
+  return false;
 }
 
-
-static const char *classend (MatchState *ms, const char *p) {
-  switch (*p++) {
-    case L_ESC: {
-      if (l_unlikely(p == ms->p_end))
-        luaL_error(ms->L, "malformed pattern (ends with '%%')");
-      return p+1;
-    }
-    case '[': {
-      if (*p == '^') p++;
-      do {  /* look for a ']' */
-        if (l_unlikely(p == ms->p_end))
-          luaL_error(ms->L, "malformed pattern (missing ']')");
-        if (*(p++) == L_ESC && p < ms->p_end)
-          p++;  /* skip escapes (e.g. '%]') */
-      } while (*p != ']');
-      return p+1;
-    }
-    default: {
-      return p;
-    }
-  }
-}
-
-
-static int match_class (int c, int cl) {
-  int res;
-  switch (tolower(cl)) {
-    case 'a' : res = isalpha(c); break;
-    case 'c' : res = iscntrl(c); break;
-    case 'd' : res = isdigit(c); break;
-    case 'g' : res = isgraph(c); break;
-    case 'l' : res = islower(c); break;
-    case 'p' : res = ispunct(c); break;
-    case 's' : res = isspace(c); break;
-    case 'u' : res = isupper(c); break;
-    case 'w' : res = isalnum(c); break;
-    case 'x' : res = isxdigit(c); break;
-    case 'z' : res = (c == 0); break;  /* deprecated option */
-    default: return (cl == c);
-  }
-  return (islower(cl) ? res : !res);
-}
-
-
-static int matchbracketclass (int c, const char *p, const char *ec) {
-  int sig = 1;
-  if (*(p+1) == '^') {
-    sig = 0;
-    p++;  /* skip the '^' */
-  }
-  while (++p < ec) {
-    if (*p == L_ESC) {
-      p++;
-      if (match_class(c, uchar(*p)))
-        return sig;
-    }
-    else if ((*(p+1) == '-') && (p+2 < ec)) {
-      p+=2;
-      if (uchar(*(p-2)) <= c && c <= uchar(*p))
-        return sig;
-    }
-    else if (uchar(*p) == c) return sig;
-  }
-  return !sig;
-}
-
-
-static int singlematch (MatchState *ms, const char *s, const char *p,
-                        const char *ep) {
-  if (s >= ms->src_end)
-    return 0;
-  else {
-    int c = uchar(*s);
-    switch (*p) {
-      case '.': return 1;  /* matches any char */
-      case L_ESC: return match_class(c, uchar(*(p+1)));
-      case '[': return matchbracketclass(c, p, ep-1);
-      default:  return (uchar(*p) == c);
-    }
-  }
-}
-
-
-static const char *matchbalance (MatchState *ms, const char *s,
-                                   const char *p) {
-  if (l_unlikely(p >= ms->p_end - 1))
-    luaL_error(ms->L, "malformed pattern (missing arguments to '%%b')");
-  if (*s != *p) return NULL;
-  else {
-    int b = *p;
-    int e = *(p+1);
-    int cont = 1;
-    const char *from = s;  /* tenement */
-    while (++s < ms->src_end) {
-      if (*s == e) {
-        if (--cont == 0) {
-          spend(ms, (size_t)(s - from));  /* tenement */
-          return s+1;
-        }
-      }
-      else if (*s == b) cont++;
-    }
-    spend(ms, (size_t)(s - from));  /* tenement */
-  }
-  return NULL;  /* string ends out of balance */
-}
-
-
-static const char *max_expand (MatchState *ms, const char *s,
-                                 const char *p, const char *ep) {
-  ptrdiff_t i = 0;  /* counts maximum expand for item */
-  while (singlematch(ms, s + i, p, ep))
-    i++;
-  spend(ms, (size_t)i);  /* tenement */
-  /* keeps trying to match with the maximum repetitions */
-  while (i>=0) {
-    const char *res = match(ms, (s+i), ep+1);
-    if (res) return res;
-    i--;  /* else didn't match; reduce 1 repetition to try again */
-  }
-  return NULL;
-}
-
-
-static const char *min_expand (MatchState *ms, const char *s,
-                                 const char *p, const char *ep) {
-  for (;;) {
-    const char *res = match(ms, s, ep+1);
-    if (res != NULL)
-      return res;
-    else if (singlematch(ms, s, p, ep))
-      s++;  /* try with one more repetition */
-    else return NULL;
-  }
-}
-
-
-static const char *start_capture (MatchState *ms, const char *s,
-                                    const char *p, int what) {
-  const char *res;
-  int level = ms->level;
-  if (level >= LUA_MAXCAPTURES) luaL_error(ms->L, "too many captures");
-  ms->capture[level].init = s;
-  ms->capture[level].len = what;
-  ms->level = level+1;
-  if ((res=match(ms, s, p)) == NULL)  /* match failed? */
-    ms->level--;  /* undo capture */
-  return res;
-}
-
-
-static const char *end_capture (MatchState *ms, const char *s,
-                                  const char *p) {
-  int l = capture_to_close(ms);
-  const char *res;
-  ms->capture[l].len = s - ms->capture[l].init;  /* close capture */
-  if ((res = match(ms, s, p)) == NULL)  /* match failed? */
-    ms->capture[l].len = CAP_UNFINISHED;  /* undo capture */
-  return res;
-}
-
-
-static const char *match_capture (MatchState *ms, const char *s, int l) {
-  size_t len;
-  l = check_capture(ms, l);
-  len = ms->capture[l].len;
-  spend(ms, len);  /* tenement */
-  if ((size_t)(ms->src_end-s) >= len &&
-      memcmp(ms->capture[l].init, s, len) == 0)
-    return s+len;
-  else return NULL;
-}
-
-
-static const char *match (MatchState *ms, const char *s, const char *p) {
-  if (l_unlikely(ms->matchdepth-- == 0))
-    luaL_error(ms->L, "pattern too complex");
-  init: /* using goto's to optimize tail recursion */
-  spend(ms, 1);  /* tenement */
-  if (p != ms->p_end) {  /* end of pattern? */
-    switch (*p) {
-      case '(': {  /* start capture */
-        if (*(p + 1) == ')')  /* position capture? */
-          s = start_capture(ms, s, p + 2, CAP_POSITION);
-        else
-          s = start_capture(ms, s, p + 1, CAP_UNFINISHED);
-        break;
-      }
-      case ')': {  /* end capture */
-        s = end_capture(ms, s, p + 1);
-        break;
-      }
-      case '$': {
-        if ((p + 1) != ms->p_end)  /* is the '$' the last char in pattern? */
-          goto dflt;  /* no; go to default */
-        s = (s == ms->src_end) ? s : NULL;  /* check end of string */
-        break;
-      }
-      case L_ESC: {  /* escaped sequences not in the format class[*+?-]? */
-        switch (*(p + 1)) {
-          case 'b': {  /* balanced string? */
-            s = matchbalance(ms, s, p + 2);
-            if (s != NULL) {
-              p += 4; goto init;  /* return match(ms, s, p + 4); */
-            }  /* else fail (s == NULL) */
-            break;
-          }
-          case 'f': {  /* frontier? */
-            const char *ep; char previous;
-            p += 2;
-            if (l_unlikely(*p != '['))
-              luaL_error(ms->L, "missing '[' after '%%f' in pattern");
-            ep = classend(ms, p);  /* points to what is next */
-            previous = (s == ms->src_init) ? '\0' : *(s - 1);
-            if (!matchbracketclass(uchar(previous), p, ep - 1) &&
-               matchbracketclass(uchar(*s), p, ep - 1)) {
-              p = ep; goto init;  /* return match(ms, s, ep); */
-            }
-            s = NULL;  /* match failed */
-            break;
-          }
-          case '0': case '1': case '2': case '3':
-          case '4': case '5': case '6': case '7':
-          case '8': case '9': {  /* capture results (%0-%9)? */
-            s = match_capture(ms, s, uchar(*(p + 1)));
-            if (s != NULL) {
-              p += 2; goto init;  /* return match(ms, s, p + 2) */
-            }
-            break;
-          }
-          default: goto dflt;
-        }
-        break;
-      }
-      default: dflt: {  /* pattern class plus optional suffix */
-        const char *ep = classend(ms, p);  /* points to optional suffix */
-        /* does not match at least once? */
-        if (!singlematch(ms, s, p, ep)) {
-          if (*ep == '*' || *ep == '?' || *ep == '-') {  /* accept empty? */
-            p = ep + 1; goto init;  /* return match(ms, s, ep + 1); */
-          }
-          else  /* '+' or no suffix */
-            s = NULL;  /* fail */
-        }
-        else {  /* matched once */
-          switch (*ep) {  /* handle optional suffix */
-            case '?': {  /* optional */
-              const char *res;
-              if ((res = match(ms, s + 1, ep + 1)) != NULL)
-                s = res;
-              else {
-                p = ep + 1; goto init;  /* else return match(ms, s, ep + 1); */
-              }
-              break;
-            }
-            case '+':  /* 1 or more repetitions */
-              s++;  /* 1 match already done */
-              /* FALLTHROUGH */
-            case '*':  /* 0 or more repetitions */
-              s = max_expand(ms, s, p, ep);
-              break;
-            case '-':  /* 0 or more repetitions (minimum) */
-              s = min_expand(ms, s, p, ep);
-              break;
-            default:  /* no suffix */
-              s++; p = ep; goto init;  /* return match(ms, s + 1, ep); */
-          }
-        }
-        break;
-      }
-    }
-  }
-  ms->matchdepth++;
-  return s;
-}
-
-
-
-/*
-** get information about the i-th capture. If there are no captures
-** and 'i==0', return information about the whole match, which
-** is the range 's'..'e'. If the capture is a string, return
-** its length and put its address in '*cap'. If it is an integer
-** (a position), push it on the stack and return CAP_POSITION.
-*/
-static size_t get_onecapture (MatchState *ms, int i, const char *s,
-                              const char *e, const char **cap) {
-  if (i >= ms->level) {
-    if (l_unlikely(i != 0))
-      luaL_error(ms->L, "invalid capture index %%%d", i + 1);
-    *cap = s;
-    return e - s;
-  }
-  else {
-    ptrdiff_t capl = ms->capture[i].len;
-    *cap = ms->capture[i].init;
-    if (l_unlikely(capl == CAP_UNFINISHED))
-      luaL_error(ms->L, "unfinished capture");
-    else if (capl == CAP_POSITION)
-      lua_pushinteger(ms->L, (ms->capture[i].init - ms->src_init) + 1);
-    return capl;
-  }
-}
-
-
-/*
-** Push the i-th capture on the stack.
-*/
-static void push_onecapture (MatchState *ms, int i, const char *s,
-                                                    const char *e) {
-  const char *cap;
-  ptrdiff_t l = get_onecapture(ms, i, s, e, &cap);
-  if (l != CAP_POSITION)
-    lua_pushlstring(ms->L, cap, l);
-  /* else position was already pushed */
-}
-
-
-static int push_captures (MatchState *ms, const char *s, const char *e) {
-  int i;
-  int nlevels = (ms->level == 0 && s) ? 1 : ms->level;
-  luaL_checkstack(ms->L, nlevels, "too many captures");
-  for (i = 0; i < nlevels; i++)
-    push_onecapture(ms, i, s, e);
-  return nlevels;  /* number of strings pushed */
-}
-
-
-/* check whether pattern has no special characters */
-static int nospecials (const char *p, size_t l) {
-  size_t upto = 0;
-  do {
-    if (strpbrk(p + upto, SPECIALS))
-      return 0;  /* pattern has a special character */
-    upto += strlen(p + upto) + 1;  /* may have more after \0 */
-  } while (upto <= l);
-  return 1;  /* no special chars found */
-}
-
-
-static void prepstate (MatchState *ms, lua_State *L,
-                       const char *s, size_t ls, const char *p, size_t lp) {
-  ms->L = L;
-  ms->matchdepth = MAXCCALLS;
-  ms->src_init = s;
-  ms->src_end = s + ls;
-  ms->p_end = p + lp;
-  ms->budget = STEPS_PER_CHECK;  /* tenement */
-}
-
-
-static void reprepstate (MatchState *ms) {
-  ms->level = 0;
-  lua_assert(ms->matchdepth == MAXCCALLS);
-}
-
-
-static int str_find_aux (lua_State *L, int find) {
-  size_t ls, lp;
-  const char *s = luaL_checklstring(L, 1, &ls);
-  const char *p = luaL_checklstring(L, 2, &lp);
-  size_t init = posrelatI(luaL_optinteger(L, 3, 1), ls) - 1;
-  if (init > ls) {  /* start after string's end? */
-    luaL_pushfail(L);  /* cannot find anything */
+static int find_or_match(lua_State *L, bool find) {
+  size_t len, pattern_len;
+  const char *subject = luaL_checklstring(L, 1, &len);
+  const char *pattern = luaL_checklstring(L, 2, &pattern_len);
+  size_t start = start_offset(luaL_optinteger(L, 3, 1), len);
+  if (start > len) {
+    luaL_pushfail(L);
     return 1;
   }
-  /* explicit request or no special characters? */
-  if (find && (lua_toboolean(L, 4) || nospecials(p, lp))) {
-    /* do a plain search */
-    const char *s2 = memmem(s + init, ls - init, p, lp);  /* tenement */
-    if (s2) {
-      lua_pushinteger(L, (s2 - s) + 1);
-      lua_pushinteger(L, (s2 - s) + lp);
-      return 2;
+  if (find && (lua_toboolean(L, 4) || !has_specials(pattern, pattern_len))) {
+    const char *at = memmem(subject + start, len - start, pattern, pattern_len);
+    if (!at) {
+      luaL_pushfail(L);
+      return 1;
     }
+    lua_pushinteger(L, (at - subject) + 1);
+    lua_pushinteger(L, (lua_Integer)((size_t)(at - subject) + pattern_len));
+    return 2;
   }
-  else {
-    MatchState ms;
-    const char *s1 = s + init;
-    int anchor = (*p == '^');
-    if (anchor) {
-      p++; lp--;  /* skip anchor character */
-    }
-    prepstate(&ms, L, s, ls, p, lp);
-    do {
-      const char *res;
-      reprepstate(&ms);
-      if ((res=match(&ms, s1, p)) != NULL) {
-        if (find) {
-          lua_pushinteger(L, (s1 - s) + 1);  /* start */
-          lua_pushinteger(L, res - s);   /* end */
-          return push_captures(&ms, NULL, 0) + 2;
-        }
-        else
-          return push_captures(&ms, s1, res);
-      }
-    } while (s1++ < ms.src_end && !anchor);
-  }
-  luaL_pushfail(L);  /* not found */
+  bool anchored = pattern_len > 0 && *pattern == '^';
+  if (anchored) pattern++, pattern_len--;
+  compiled_t compiled;
+  compile_for_call(L, pattern, pattern_len, &compiled);
+  ten_pattern_matcher_t m;
+  ten__pattern_matcher_init(&m, L, subject, len, compiled.items, compiled.count);
+  const char *s = subject + start;
+  do {
+    const char *e = ten__pattern_match(&m, s);
+    if (!e) continue;
+    if (!find) return ten__pattern_push_captures(&m, s, e, true);
+    lua_pushinteger(L, (s - subject) + 1);
+    lua_pushinteger(L, e - subject);
+    return 2 + ten__pattern_push_captures(&m, NULL, NULL, false);
+  } while (s++ < m.subject_end && !anchored);
+  luaL_pushfail(L);
   return 1;
 }
 
+static int str_find(lua_State *L) { return find_or_match(L, true); }
+static int str_match(lua_State *L) { return find_or_match(L, false); }
 
-static int str_find (lua_State *L) {
-  return str_find_aux(L, 1);
-}
+/* ------------------------------------------------------------ gmatch */
 
+/* The iterator's state, with its compiled pattern. The subject and the
+ * pattern it points into are the iterator's other upvalues. */
+typedef struct gmatch_state {
+  const char *subject;
+  size_t len;
+  const char *next;     /* where the next search starts */
+  const char *last_end; /* where the last match ended: no empty match there */
+  size_t item_count;
+  ten_pattern_item_t items[];
+} gmatch_state_t;
 
-static int str_match (lua_State *L) {
-  return str_find_aux(L, 0);
-}
-
-
-/* state for 'gmatch' */
-typedef struct GMatchState {
-  const char *src;  /* current position */
-  const char *p;  /* pattern */
-  const char *lastmatch;  /* end of last match */
-  MatchState ms;  /* match state */
-} GMatchState;
-
-
-static int gmatch_aux (lua_State *L) {
-  GMatchState *gm = (GMatchState *)lua_touserdata(L, lua_upvalueindex(3));
-  const char *src;
-  gm->ms.L = L;
-  for (src = gm->src; src <= gm->ms.src_end; src++) {
-    const char *e;
-    reprepstate(&gm->ms);
-    if ((e = match(&gm->ms, src, gm->p)) != NULL && e != gm->lastmatch) {
-      gm->src = gm->lastmatch = e;
-      return push_captures(&gm->ms, src, e);
+static int gmatch_next(lua_State *L) {
+  gmatch_state_t *g = lua_touserdata(L, lua_upvalueindex(3));
+  ten_pattern_matcher_t m;
+  ten__pattern_matcher_init(&m, L, g->subject, g->len, g->items, g->item_count);
+  for (const char *s = g->next; s <= m.subject_end; s++) {
+    const char *e = ten__pattern_match(&m, s);
+    if (e && e != g->last_end) {
+      g->next = g->last_end = e;
+      return ten__pattern_push_captures(&m, s, e, true);
     }
   }
-  return 0;  /* not found */
+  return 0;
 }
 
-
-static int gmatch (lua_State *L) {
-  size_t ls, lp;
-  const char *s = luaL_checklstring(L, 1, &ls);
-  const char *p = luaL_checklstring(L, 2, &lp);
-  size_t init = posrelatI(luaL_optinteger(L, 3, 1), ls) - 1;
-  GMatchState *gm;
-  lua_settop(L, 2);  /* keep strings on closure to avoid being collected */
-  gm = (GMatchState *)lua_newuserdatauv(L, sizeof(GMatchState), 0);
-  if (init > ls)  /* start after string's end? */
-    init = ls + 1;  /* avoid overflows in 's + init' */
-  prepstate(&gm->ms, L, s, ls, p, lp);
-  gm->src = s + init; gm->p = p; gm->lastmatch = NULL;
-  lua_pushcclosure(L, gmatch_aux, 3);
+/* gmatch(s, pattern [, init]). A leading '^' anchors nothing here: it
+ * would stop the iteration, so it matches itself. */
+static int str_gmatch(lua_State *L) {
+  size_t len, pattern_len;
+  const char *subject = luaL_checklstring(L, 1, &len);
+  const char *pattern = luaL_checklstring(L, 2, &pattern_len);
+  size_t start = start_offset(luaL_optinteger(L, 3, 1), len);
+  if (start > len) start = len + 1; /* no match, not even an empty one at the end */
+  lua_settop(L, 2);
+  size_t count = ten__pattern_compile(L, pattern, pattern_len, NULL, 0);
+  gmatch_state_t *g = lua_newuserdatauv(L, sizeof *g + count * sizeof(ten_pattern_item_t), 0);
+  ten__pattern_compile(L, pattern, pattern_len, g->items, count);
+  g->subject = subject;
+  g->len = len;
+  g->next = subject + start;
+  g->last_end = NULL;
+  g->item_count = count;
+  lua_pushcclosure(L, gmatch_next, 3);
   return 1;
 }
 
+/* ------------------------------------------------------------ gsub */
 
-static void add_s (MatchState *ms, luaL_Buffer *b, const char *s,
-                                                   const char *e) {
-  size_t l;
-  lua_State *L = ms->L;
-  const char *news = lua_tolstring(L, 3, &l);
-  const char *p;
-  while ((p = (char *)memchr(news, L_ESC, l)) != NULL) {
-    luaL_addlstring(b, news, p - news);
-    p++;  /* skip ESC */
-    if (*p == L_ESC)  /* '%%' */
-      luaL_addchar(b, *p);
-    else if (*p == '0')  /* '%0' */
-        luaL_addlstring(b, s, e - s);
-    else if (isdigit(uchar(*p))) {  /* '%n' */
-      const char *cap;
-      ptrdiff_t resl = get_onecapture(ms, *p - '1', s, e, &cap);
-      if (resl == CAP_POSITION)
-        luaL_addvalue(b);  /* add position to accumulated result */
+/* Appends the replacement string repl for the match s..e: "%0" is the
+ * match, "%1".."%9" its captures, "%%" a percent sign. */
+static void add_expanded(ten_pattern_matcher_t *m, luaL_Buffer *b, const char *repl,
+                         size_t repl_len, const char *s, const char *e) {
+  const char *p = repl, *end = repl + repl_len;
+  for (;;) {
+    ten__pattern_spend(m, 1);
+    const char *percent = memchr(p, '%', (size_t)(end - p));
+    if (!percent) break;
+    luaL_addlstring(b, p, (size_t)(percent - p));
+    p = percent + 1;
+    unsigned char c = p < end ? (unsigned char)*p++ : 0;
+    if (c == '%') {
+      luaL_addchar(b, '%');
+    } else if (c == '0') {
+      luaL_addlstring(b, s, (size_t)(e - s));
+    } else if (isdigit(c)) {
+      const char *text;
+      size_t len;
+      if (ten__pattern_capture(m, c - '1', s, e, &text, &len))
+        luaL_addlstring(b, text, len);
       else
-        luaL_addlstring(b, cap, resl);
+        luaL_addvalue(b); /* a position */
+    } else {
+      luaL_error(m->L, "invalid use of '%c' in replacement string", '%');
     }
-    else
-      luaL_error(L, "invalid use of '%c' in replacement string", L_ESC);
-    l -= p + 1 - news;
-    news = p + 1;
   }
-  luaL_addlstring(b, news, l);
+  luaL_addlstring(b, p, (size_t)(end - p));
 }
 
-
-/*
-** Add the replacement value to the string buffer 'b'.
-** Return true if the original string was changed. (Function calls and
-** table indexing resulting in nil or false do not change the subject.)
-*/
-static int add_value (MatchState *ms, luaL_Buffer *b, const char *s,
-                                      const char *e, int tr) {
-  lua_State *L = ms->L;
-  switch (tr) {
-    case LUA_TFUNCTION: {  /* call the function */
-      int n;
-      lua_pushvalue(L, 3);  /* push the function */
-      n = push_captures(ms, s, e);  /* all captures as arguments */
-      lua_call(L, n, 1);  /* call it */
-      break;
-    }
-    case LUA_TTABLE: {  /* index the table */
-      push_onecapture(ms, 0, s, e);  /* first capture is the index */
-      lua_gettable(L, 3);
-      break;
-    }
-    default: {  /* LUA_TNUMBER or LUA_TSTRING */
-      add_s(ms, b, s, e);  /* add value to the buffer */
-      return 1;  /* something changed */
-    }
+/* Appends what replaces the match s..e: a string expanded, or the value of
+ * a table or function (false or nil keep the match). */
+static void add_replacement(ten_pattern_matcher_t *m, luaL_Buffer *b, const char *s, const char *e,
+                            int repl_type) {
+  lua_State *L = m->L;
+  if (repl_type == LUA_TTABLE) {
+    ten__pattern_push_capture(m, 0, s, e);
+    lua_gettable(L, 3);
+  } else { /* LUA_TFUNCTION */
+    lua_pushvalue(L, 3);
+    int n = ten__pattern_push_captures(m, s, e, true);
+    lua_call(L, n, 1);
   }
-  if (!lua_toboolean(L, -1)) {  /* nil or false? */
-    lua_pop(L, 1);  /* remove value */
-    luaL_addlstring(b, s, e - s);  /* keep original text */
-    return 0;  /* no changes */
-  }
-  else if (l_unlikely(!lua_isstring(L, -1)))
-    return luaL_error(L, "invalid replacement value (a %s)",
-                         luaL_typename(L, -1));
-  else {
-    luaL_addvalue(b);  /* add result to accumulator */
-    return 1;  /* something changed */
+  if (!lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    luaL_addlstring(b, s, (size_t)(e - s));
+  } else if (!lua_isstring(L, -1)) {
+    luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+  } else {
+    luaL_addvalue(b);
   }
 }
 
-
-static int str_gsub (lua_State *L) {
-  size_t srcl, lp;
-  const char *src = luaL_checklstring(L, 1, &srcl);  /* subject */
-  const char *p = luaL_checklstring(L, 2, &lp);  /* pattern */
-  const char *lastmatch = NULL;  /* end of last match */
-  int tr = lua_type(L, 3);  /* replacement type */
-  lua_Integer max_s = luaL_optinteger(L, 4, srcl + 1);  /* max replacements */
-  int anchor = (*p == '^');
-  lua_Integer n = 0;  /* replacement count */
-  int changed = 0;  /* change flag */
-  MatchState ms;
+/* gsub(s, pattern, repl [, n]) */
+static int str_gsub(lua_State *L) {
+  size_t len, pattern_len, repl_len = 0;
+  const char *subject = luaL_checklstring(L, 1, &len);
+  const char *pattern = luaL_checklstring(L, 2, &pattern_len);
+  int repl_type = lua_type(L, 3);
+  lua_Integer max = luaL_optinteger(L, 4, (lua_Integer)len + 1);
+  luaL_argexpected(L,
+                   repl_type == LUA_TNUMBER || repl_type == LUA_TSTRING ||
+                       repl_type == LUA_TFUNCTION || repl_type == LUA_TTABLE,
+                   3, "string/function/table");
+  const char *repl = NULL;
+  if (repl_type == LUA_TNUMBER || repl_type == LUA_TSTRING) repl = lua_tolstring(L, 3, &repl_len);
+  bool anchored = pattern_len > 0 && *pattern == '^';
+  if (anchored) pattern++, pattern_len--;
+  compiled_t compiled;
+  compile_for_call(L, pattern, pattern_len, &compiled);
   luaL_Buffer b;
-  luaL_argexpected(L, tr == LUA_TNUMBER || tr == LUA_TSTRING ||
-                   tr == LUA_TFUNCTION || tr == LUA_TTABLE, 3,
-                      "string/function/table");
   luaL_buffinit(L, &b);
-  if (anchor) {
-    p++; lp--;  /* skip anchor character */
-  }
-  prepstate(&ms, L, src, srcl, p, lp);
-  while (n < max_s) {
-    const char *e;
-    reprepstate(&ms);  /* (re)prepare state for new match */
-    if ((e = match(&ms, src, p)) != NULL && e != lastmatch) {  /* match? */
-      n++;
-      changed = add_value(&ms, &b, src, e, tr) | changed;
-      src = lastmatch = e;
+  ten_pattern_matcher_t m;
+  ten__pattern_matcher_init(&m, L, subject, len, compiled.items, compiled.count);
+  const char *s = subject, *last_end = NULL;
+  lua_Integer replaced = 0;
+  while (replaced < max) {
+    const char *e = ten__pattern_match(&m, s);
+    if (e && e != last_end) { /* no empty match right where the last one ended */
+      replaced++;
+      if (repl)
+        add_expanded(&m, &b, repl, repl_len, s, e);
+      else
+        add_replacement(&m, &b, s, e, repl_type);
+      s = last_end = e;
+    } else if (s < m.subject_end) {
+      luaL_addchar(&b, *s++);
+    } else {
+      break;
     }
-    else if (src < ms.src_end)  /* otherwise, skip one character */
-      luaL_addchar(&b, *src++);
-    else break;  /* end of subject */
-    if (anchor) break;
+    if (anchored) break;
   }
-  if (!changed)  /* no changes? */
-    lua_pushvalue(L, 1);  /* return original string */
-  else {  /* something changed */
-    luaL_addlstring(&b, src, ms.src_end-src);
-    luaL_pushresult(&b);  /* create and return new string */
-  }
-  lua_pushinteger(L, n);  /* number of substitutions */
+  luaL_addlstring(&b, s, (size_t)(m.subject_end - s));
+  luaL_pushresult(&b);
+  lua_pushinteger(L, replaced);
   return 2;
 }
 
-/* tenement: the matcher's clock. */
-static void spend(MatchState *ms, size_t steps) {
-  if (ms->budget > steps) {
-    ms->budget -= steps;
-    return;
-  }
-  ms->budget = STEPS_PER_CHECK;
-  tenL_check_time(ms->L);
-}
+/* ------------------------------------------------------------ rep */
 
-/* tenement: string.rep without the loop over n empty copies. */
+/* rep(s, n [, sep]): s, then n - 1 times sep and s. The result repeats
+ * one unit, sep .. s, after the first s, so it is built by copying what is
+ * already built: log2(n) copies, counted, instead of n. */
 static int str_rep(lua_State *L) {
-  size_t l, lsep;
-  luaL_checklstring(L, 1, &l);
-  luaL_checkinteger(L, 2);
-  luaL_optlstring(L, 3, "", &lsep);
-  if (l + lsep == 0) {
+  size_t len, sep_len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  const char *sep = luaL_optlstring(L, 3, "", &sep_len);
+  if (n <= 0 || len + sep_len == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_insert(L, 1);
-  lua_call(L, lua_gettop(L) - 1, 1);
+  /* Lua's limit: a result of more than INT_MAX bytes is refused. */
+  if (len + sep_len < len || len + sep_len > (size_t)INT_MAX / (lua_Unsigned)n)
+    return luaL_error(L, "resulting string too large");
+  size_t unit = sep_len + len, tail_len = unit * (size_t)(n - 1), total = len + tail_len;
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, total);
+  memcpy(out, s, len);
+  char *tail = out + len;
+  if (n > 1) {
+    memcpy(tail, sep, sep_len);
+    memcpy(tail + sep_len, s, len);
+    for (size_t built = unit; built < tail_len;) {
+      size_t chunk = TEN_MIN(built, tail_len - built);
+      tenL_spend(L, chunk / 4096 + 1);
+      memcpy(tail + built, tail, chunk);
+      built += chunk;
+    }
+  }
+  luaL_pushresultsize(&b, total);
   return 1;
 }
 
+/* ------------------------------------------------------------ registration */
+
 void ten__lua_bound_strings(lua_State *L) {
-  static const luaL_Reg matchers[] = {
-      {"find", str_find}, {"match", str_match}, {"gmatch", gmatch}, {"gsub", str_gsub}, {NULL, NULL}};
-  luaL_setfuncs(L, matchers, 0);
-  lua_getfield(L, -1, "rep");
-  lua_pushcclosure(L, str_rep, 1);
-  lua_setfield(L, -2, "rep");
+  ten__pattern_init(); /* before any state can match */
+  static const luaL_Reg bounded[] = {{"find", str_find},     {"match", str_match},
+                                     {"gmatch", str_gmatch}, {"gsub", str_gsub},
+                                     {"rep", str_rep},       {NULL, NULL}};
+  luaL_setfuncs(L, bounded, 0);
 }
